@@ -1,0 +1,63 @@
+"""Figures a person would rather look at than read: 2-D scatter panels with trajectories, image grids."""
+from __future__ import annotations
+
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def reference_samples(dataset_name: Optional[str], n: int = 2500, seed: int = 0) -> Optional[np.ndarray]:
+    """Draw from the true toy mixture, when the data set is one, for the 'data' panel."""
+    from dsls.metrics.toy import MIXTURES, mixture_spec
+
+    if dataset_name not in MIXTURES:
+        return None
+    means, std = mixture_spec(dataset_name)
+    rng = np.random.default_rng(seed)
+    return means[rng.integers(len(means), size=n)] + std * rng.standard_normal((n, 2))
+
+
+def image_grid(x: np.ndarray, nrow: int = 10, n: int = 100) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] → an (H', W', C) grid in [0, 1]."""
+    g = make_grid(torch.as_tensor(x[:n]).clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1)
+    return g.permute(1, 2, 0).numpy()
+
+
+def save_search_figure(path: str, samples: dict, trajectories: dict, dataset_name: Optional[str] = None) -> None:
+    """One panel per sampler, beside the data when it is known. 2-D: scatter + decoded trajectories as lines."""
+    is_2d = next(iter(samples.values())).ndim == 2
+    panels = list(samples.items())
+    ref = reference_samples(dataset_name) if is_2d else None
+    if ref is not None:
+        panels = [("data", ref)] + panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2), squeeze=False)
+    lim = None
+    if is_2d:
+        allx = np.concatenate([p for _, p in panels])
+        lo, hi = np.percentile(allx, [0.5, 99.5], axis=0)
+        pad = 0.1 * (hi - lo).max()
+        lim = (lo - pad, hi + pad)
+    for ax, (name, x) in zip(axes[0], panels):
+        ax.set_title(name)
+        if is_2d:
+            ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.5, c="tab:blue" if name == "data" else "tab:orange")
+            for tr in trajectories.get(name, []):  # (steps, 2): start dot, path, end cross
+                ax.plot(tr[:, 0], tr[:, 1], "-", lw=0.8, c="k", alpha=0.7)
+                ax.plot(tr[0, 0], tr[0, 1], "o", ms=3, c="tab:green")
+                ax.plot(tr[-1, 0], tr[-1, 1], "x", ms=4, c="tab:red")
+            ax.set_xlim(lim[0][0], lim[1][0])
+            ax.set_ylim(lim[0][1], lim[1][1])
+            ax.set_aspect("equal")
+        else:
+            g = image_grid(x)
+            ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,92 @@
+"""Toy 2-D data: the grid25 / ring8 Gaussian mixtures of the toy metrics, and a 2-D swiss roll.
+
+All points are drawn once in ``setup()`` from numpy generators seeded by ``seed``; train and val are
+independent draws (child seeds of one ``SeedSequence(seed)``), so a given seed always gives the same data.
+Batches are plain float32 tensors of shape (B, 2), not tuples.
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dsls.metrics.toy import MIXTURES, mixture_spec
+
+#: Swiss roll: t ~ U[1.5π, 4.5π], (x, y) = (t cos t, t sin t) as in sklearn's make_swiss_roll (its x and z
+#: coordinates), scaled by 4 / (4.5π) so the outer arm reaches radius 4 (the grid25 extent), plus N(0, 0.05²)
+#: noise added after scaling.
+SWISSROLL_SCALE = 4.0 / (4.5 * np.pi)
+SWISSROLL_NOISE = 0.05
+
+NAMES = (*MIXTURES, "swissroll")
+
+
+def sample_toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` points (float32, (n, 2)) of data set ``name`` with ``rng``."""
+    if name == "swissroll":
+        t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+        x = SWISSROLL_SCALE * np.stack([t * np.cos(t), t * np.sin(t)], axis=1)
+        return (x + SWISSROLL_NOISE * rng.standard_normal((n, 2))).astype(np.float32)
+    if name not in MIXTURES:
+        raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
+    # Equal-weight mixture: a uniformly chosen mean plus isotropic Gaussian noise of the mixture's std.
+    means, std = mixture_spec(name)
+    x = means[rng.integers(len(means), size=n)] + std * rng.standard_normal((n, 2))
+    return x.astype(np.float32)
+
+
+class _Points(Dataset):
+    """Rows of an (N, 2) tensor; the default collate stacks them into a (B, 2) tensor."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+class Toy2DDataModule(L.LightningDataModule):
+    """grid25 | ring8 | swissroll, ``train_size`` + ``val_size`` points drawn from ``seed``."""
+
+    def __init__(
+        self,
+        name: str = "grid25",
+        train_size: int = 50000,
+        val_size: int = 2500,
+        batch_size: int = 512,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if name not in NAMES:
+            raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
+        self.save_hyperparameters()
+        self.dataset_name = name  # read by the phases (checkpoint tag, toy metrics lookup)
+        self.train_set: _Points | None = None
+        self.val_set: _Points | None = None
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return (2,)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        train_ss, val_ss = np.random.SeedSequence(hp.seed).spawn(2)
+        self.train_set = _Points(torch.from_numpy(sample_toy2d(hp.name, hp.train_size, np.random.default_rng(train_ss))))
+        self.val_set = _Points(torch.from_numpy(sample_toy2d(hp.name, hp.val_size, np.random.default_rng(val_ss))))
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          generator=g, num_workers=self.hparams.num_workers,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)

@@ -1,0 +1,158 @@
+"""Phase 2: train the noise-conditional latent discriminator D(z, σ) (manual optimization).
+
+posthoc: E and G are frozen; D alone learns the density ratio q_σ/p_σ.
+joint (AAE): E, G also step, on reconstruction + adv_weight · BCE(D(E(x) + σε, σ), 0), so q moves toward p.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from dsls.nets import NoiseConditionalDiscriminator
+from dsls.noise import SigmaLadder
+from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint
+from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
+from dsls.score import latent_score
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class AdversarialModule(PhaseModule):
+    phase = "adversarial"
+
+    def __init__(
+        self,
+        autoencoder_ckpt: Optional[str] = None,
+        mode: str = "posthoc",
+        sigma_max: Optional[float] = None,
+        sigma_min: float = 0.03,
+        num_levels: int = 10,
+        sigma_sampling: str = "loguniform",
+        d_hidden: int = 256,
+        d_depth: int = 3,
+        d_embed_dim: int = 64,
+        spectral_norm: bool = False,
+        input_scaling: bool = True,
+        lr_d: float = 2e-3,
+        lr_ae: float = 1e-4,
+        adv_weight: float = 0.1,
+        score_matching_weight: float = 0.0,
+        autoencoder: Optional[dict] = None,
+    ):
+        """sigma_max=None sets σ_max to the largest pairwise distance between codes at the start of fit.
+
+        score_matching_weight > 0 adds a denoising-score-matching term on s(z, σ) built from D's logit
+        (a regulariser that keeps ∇z logit D informative where BCE saturates); 0 is pure BCE.
+        `autoencoder` is filled from autoencoder_ckpt and saved, so a phase-2 checkpoint stands alone.
+        """
+        super().__init__()
+        if mode not in ("posthoc", "joint"):
+            raise ValueError(f"--model.mode must be 'posthoc' or 'joint', got {mode!r}")
+        ae_state = None
+        if autoencoder is None:
+            ckpt = load_phase_checkpoint(autoencoder_ckpt, "reconstruction")
+            autoencoder = dict(ckpt["hyper_parameters"], dataset_name=ckpt.get("dsls_dataset"))
+            ae_state = {k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")}
+        self.save_hyperparameters(init_args({k: v for k, v in locals().items() if k != "ckpt" and k != "ae_state"}))
+        self.automatic_optimization = False
+        self.dataset_name = autoencoder.get("dataset_name")
+        self.autoencoder = autoencoder_from_hparams(autoencoder)
+        if ae_state is not None:
+            self.autoencoder.load_state_dict(ae_state)
+        self.discriminator = NoiseConditionalDiscriminator(
+            autoencoder["latent_dim"], d_hidden, d_depth, d_embed_dim, spectral_norm, input_scaling
+        )
+        # σ_max is a buffer so an auto-chosen value travels in the checkpoint (NaN = not chosen yet).
+        self.register_buffer("sigma_max", torch.tensor(float("nan") if sigma_max is None else sigma_max))
+        if mode == "posthoc":
+            self.autoencoder.requires_grad_(False)
+
+    @property
+    def ladder(self) -> SigmaLadder:
+        return SigmaLadder(self.sigma_max.item(), self.hparams.sigma_min, self.hparams.num_levels)
+
+    def score(self, z: torch.Tensor, sigma) -> torch.Tensor:
+        return latent_score(self.discriminator, z, sigma)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.hparams.mode == "posthoc":
+            self.autoencoder.eval()  # frozen: BatchNorm statistics must not move either
+        return self
+
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        if not math.isnan(self.sigma_max.item()):
+            return
+        codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device)) for b, _ in
+                           zip(self.trainer.datamodule.train_dataloader(), range(8))])[:2048]
+        smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
+        var = self.trainer.strategy.reduce(codes.var(0).mean(), reduce_op="mean")
+        self.sigma_max.fill_(float(smax))
+        self.discriminator.code_var.fill_(float(var))
+        self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
+
+    def _noisy(self, z: torch.Tensor):
+        sigma = self.ladder.sample(z.shape[0], self.hparams.sigma_sampling, device=z.device)
+        noise = torch.randn_like(z)
+        return z + sigma.unsqueeze(-1) * noise, sigma, noise
+
+    def _d_loss(self, zq: torch.Tensor, stage: str) -> torch.Tensor:
+        D = self.discriminator
+        zq_t, sq, nq = self._noisy(zq)
+        zp_t, sp, _ = self._noisy(torch.randn_like(zq))
+        if self.hparams.score_matching_weight > 0:
+            zq_t.requires_grad_(True)
+        lq, lp = D(zq_t, sq), D(zp_t, sp)
+        loss = F.softplus(-lq).mean() + F.softplus(lp).mean()  # BCE(q → 1) + BCE(p → 0)
+        self.log_dict({f"{stage}/d_loss": loss, f"{stage}/d_acc_q": (lq > 0).float().mean(),
+                       f"{stage}/d_acc_p": (lp < 0).float().mean()}, prog_bar=True, on_epoch=True, on_step=stage == "train")
+        if self.hparams.score_matching_weight > 0:
+            (g,) = torch.autograd.grad(lq.sum(), zq_t, create_graph=True)
+            s = g - zq_t / (1 + sq**2).unsqueeze(-1)
+            dsm = ((sq.unsqueeze(-1) * s + nq) ** 2).sum(-1).mean()  # σ·s ≈ −ε, weighted by σ² (NCSN)
+            self.log(f"{stage}/dsm", dsm, on_epoch=True, on_step=stage == "train")
+            loss = loss + self.hparams.score_matching_weight * dsm
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        x = unpack(batch)
+        opt_d, opt_ae = (_as_list(self.optimizers()) + [None])[:2]
+        with torch.no_grad():
+            zq = self.autoencoder.encode(x)
+        loss_d = self._d_loss(zq, "train")
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        if opt_ae is not None:
+            self.toggle_optimizer(opt_ae)
+            z = self.autoencoder.encode(x)
+            recon = F.mse_loss(self.autoencoder.decode(z), x)
+            z_t, s, _ = self._noisy(z)
+            fool = F.softplus(self.discriminator(z_t, s)).mean()  # E wants its codes labelled prior (0)
+            opt_ae.zero_grad()
+            self.manual_backward(recon + self.hparams.adv_weight * fool)
+            opt_ae.step()
+            self.untoggle_optimizer(opt_ae)
+            self.log_dict({"train/recon": recon, "train/fool": fool}, prog_bar=True)
+        for sched in _as_list(self.lr_schedulers()):
+            sched.step()
+
+    def validation_step(self, batch, batch_idx):
+        with torch.enable_grad():
+            self._d_loss(self.autoencoder.encode(unpack(batch), sample=True), "val")
+
+    def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=(0.9, 0.99))
+        opts = [opt_d]
+        if self.hparams.mode == "joint":
+            opts.append(torch.optim.Adam(self.autoencoder.parameters(), lr=self.hparams.lr_ae, betas=(0.5, 0.99)))
+        # Cosine decay: D's small-σ detail is learned late, at low learning rates.
+        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(total, 1)) for o in opts]
+        return opts, scheds

@@ -1,0 +1,63 @@
+"""What every phase module shares: a phase tag in each checkpoint and a strict loader for it."""
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+
+PHASES = {"reconstruction": 1, "adversarial": 2}
+FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt"}
+
+
+def init_args(frame_locals: dict) -> dict:
+    """An __init__'s arguments, for save_hyperparameters(dict). Explicit, because LightningCLI's recorded args
+    would otherwise leak into modules built inside another module's __init__ (the search phase builds phase 2)."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__") and not k.startswith("_")}
+
+
+class PhaseCheckpointError(ValueError):
+    """A checkpoint that is missing or belongs to another phase."""
+
+
+def load_phase_checkpoint(path: str | os.PathLike | None, expected: str) -> dict:
+    """Load a checkpoint and check it was written by the `expected` phase, with an error that names the fix."""
+    flag = FLAG_FOR[expected]
+    if not path:
+        raise PhaseCheckpointError(f"{flag} is required: pass the {expected} (phase {PHASES[expected]}) checkpoint.")
+    if not os.path.isfile(path):
+        raise PhaseCheckpointError(
+            f"{flag}={path} does not exist. Pass a {expected} (phase {PHASES[expected]}) checkpoint, "
+            f"e.g. runs/<dataset>/<run>/{expected}/checkpoints/last.ckpt."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
+    if found != expected:
+        what = f"a {found} (phase {PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
+        raise PhaseCheckpointError(
+            f"{flag}={path} is {what}, but this phase needs a {expected} (phase {PHASES[expected]}) checkpoint."
+        )
+    return ckpt
+
+
+class PhaseModule(L.LightningModule):
+    """Tags checkpoints with the phase and the data set they were trained on."""
+
+    phase: str = ""
+    dataset_name: str | None = None
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "dataset_name", None):
+            self.dataset_name = dm.dataset_name
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dsls_phase"] = self.phase
+        checkpoint["dsls_dataset"] = self.dataset_name
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("dsls_phase") != self.phase:
+            raise PhaseCheckpointError(
+                f"cannot load a {checkpoint.get('dsls_phase')} checkpoint into {type(self).__name__} ({self.phase})."
+            )
+        self.dataset_name = checkpoint.get("dsls_dataset")

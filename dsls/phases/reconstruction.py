@@ -1,0 +1,90 @@
+"""Phase 1: train the autoencoder E, G on ‖x − G(E(x))‖²."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsls.nets import build_autoencoder
+from dsls.phases.base import PhaseModule, init_args
+
+
+class Autoencoder(nn.Module):
+    """E and G; normalize_latent standardises codes (BatchNorm without affine) so q sits on the prior's scale."""
+
+    def __init__(self, data_shape: Sequence[int], latent_dim: int, arch="mlp", hidden=256, depth=3,
+                 tanh_output=False, normalize_latent=True, code_noise=0.0):
+        super().__init__()
+        self.encoder, self.decoder = build_autoencoder(arch, data_shape, latent_dim, hidden, depth, tanh_output)
+        self.norm = nn.BatchNorm1d(latent_dim, affine=False) if normalize_latent else nn.Identity()
+        self.code_noise = code_noise  # std of a stochastic encoder's Gaussian noise (0 = deterministic)
+        self.data_shape, self.latent_dim = tuple(data_shape), latent_dim
+
+    def encode(self, x: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        z = self.norm(self.encoder(x))
+        return z + self.code_noise * torch.randn_like(z) if sample and self.code_noise > 0 else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def unpack(batch):
+    """Batches are tensors (toy) or (x, y) tuples (image data sets)."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class ReconstructionModule(PhaseModule):
+    phase = "reconstruction"
+
+    def __init__(
+        self,
+        data_shape: Sequence[int] = (2,),
+        latent_dim: int = 2,
+        arch: str = "mlp",
+        hidden: int = 256,
+        depth: int = 3,
+        tanh_output: bool = False,
+        normalize_latent: bool = True,
+        code_noise: float = 0.0,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(init_args(locals()))
+        self.autoencoder = Autoencoder(data_shape, latent_dim, arch, hidden, depth, tanh_output, normalize_latent, code_noise)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        shape = tuple(getattr(dm, "data_shape", self.hparams.data_shape))
+        if shape != tuple(self.hparams.data_shape):
+            raise ValueError(f"--model.data_shape={list(self.hparams.data_shape)} but the data is {list(shape)}; "
+                             f"set --model.data_shape={list(shape)}.")
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x = unpack(batch)
+        loss = F.mse_loss(self.autoencoder.decode(self.autoencoder.encode(x)), x)
+        self.log(f"{stage}/recon", loss, prog_bar=True, on_step=stage == "train", on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # One-cycle: a short warm-up, then anneal; the toy AE needs the decay to reach data-level precision.
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,
+                                                    pct_start=0.05)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+AE_KEYS = ("data_shape", "latent_dim", "arch", "hidden", "depth", "tanh_output", "normalize_latent", "code_noise")
+
+
+def autoencoder_from_hparams(hp: dict) -> Autoencoder:
+    return Autoencoder(**{k: hp[k] for k in AE_KEYS if k in hp})

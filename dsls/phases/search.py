@@ -1,0 +1,153 @@
+"""Phase 3 (inference): latent search with any registered sampler, then decode. Writes the run-folder contract:
+samples-<sampler>.npz (x, z0, z), results.json (one entry per sampler) and a PNG."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.base import init_args, load_phase_checkpoint
+from dsls.samplers import run_sampler
+
+
+class LatentSearchModule(L.LightningModule):
+    phase = "search"
+
+    def __init__(
+        self,
+        ckpt: Optional[str] = None,
+        samplers: Sequence[str] = ("none", "langevin"),
+        num_samples: int = 2500,
+        batch_size: int = 2500,
+        eps0: float = 2e-3,
+        steps_per_level: int = 10,
+        denoise: bool = True,
+        init: str = "wide",
+        sigma_max: Optional[float] = None,
+        sigma_min: Optional[float] = None,
+        num_levels: Optional[int] = None,
+        seed: int = 0,
+        track: int = 12,
+        out_dir: Optional[str] = None,
+    ):
+        """sigma_max/sigma_min/num_levels=None reuse the ladder D was trained on. init: 'wide' starts at
+        N(0, (1+σ_max²)I) (= p_σmax, default), 'prior' at N(0, I). track: trajectories kept for the plot."""
+        super().__init__()
+        self.save_hyperparameters(init_args(locals()))
+        ck = load_phase_checkpoint(ckpt, "adversarial")
+        hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
+        self.model = AdversarialModule(**{**hp, "autoencoder_ckpt": None})
+        self.model.load_state_dict(ck["state_dict"])
+        self.model.eval().requires_grad_(False)
+        self.dataset_name = ck.get("dsls_dataset") or self.model.dataset_name
+        self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
+        self._outputs: list[dict] = []
+
+    # -- data: sample indices, so every rank draws its own part of one fixed set of start latents ---------------
+    def predict_dataloader(self):
+        return DataLoader(torch.arange(self.hparams.num_samples), batch_size=self.hparams.batch_size)
+
+    test_dataloader = predict_dataloader
+
+    def on_predict_start(self) -> None:
+        self._outputs = []
+        g = torch.Generator().manual_seed(self.hparams.seed)
+        self.n0 = torch.randn(self.hparams.num_samples, self.model.autoencoder.latent_dim, generator=g)
+
+    on_test_start = on_predict_start
+
+    def _search(self, idx: torch.Tensor) -> dict:
+        hp, out = self.hparams, {}
+        n0 = self.n0[idx.cpu()].to(self.device)
+        for k, name in enumerate(hp.samplers):
+            g = torch.Generator(self.device).manual_seed(hp.seed * 7919 + k * 104729 + int(idx[0]))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            res = run_sampler(name, self.model.score, n0, self.ladder, eps0=hp.eps0, steps_per_level=hp.steps_per_level,
+                              denoise=hp.denoise, init=hp.init, track=hp.track if int(idx[0]) == 0 else 0, generator=g)
+            with torch.no_grad():
+                x = self.model.autoencoder.decode(res.z)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            out[name] = {"idx": idx, "z0": res.z0, "z": res.z, "x": x, "seconds": time.perf_counter() - t0, "nfe": res.nfe}
+            if res.trajectory:
+                with torch.no_grad():
+                    out[name]["trajectory"] = torch.stack([self.model.autoencoder.decode(t) for t in res.trajectory], 1)
+        self._outputs.append(out)
+        return {name: o["x"] for name, o in out.items()}
+
+    def predict_step(self, batch, batch_idx):
+        return self._search(batch)
+
+    def test_step(self, batch, batch_idx):
+        self._search(batch)
+
+    # -- gather across ranks, de-duplicate padded indices, write the contract -------------------------------
+    def _gather(self, name: str, key: str) -> torch.Tensor:
+        local = torch.cat([o[name][key] for o in self._outputs])
+        return self.all_gather(local).flatten(0, 1) if self.trainer.world_size > 1 else local
+
+    def _finish(self) -> None:
+        from dsls.callbacks.plots import save_search_figure
+
+        out_dir = self.hparams.out_dir or self.trainer.default_root_dir
+        results, arrays, trajs = {}, {}, {}
+        for name in self.hparams.samplers:
+            idx = self._gather(name, "idx")
+            idx, first = np.unique(idx.cpu().numpy(), return_index=True)  # DistributedSampler pads with repeats
+            arr = {k: self._gather(name, k).cpu().numpy()[first].astype(np.float32) for k in ("x", "z0", "z")}
+            n_local = sum(len(o[name]["idx"]) for o in self._outputs)
+            sec = sum(o[name]["seconds"] for o in self._outputs) / max(n_local, 1)
+            entry = {"seconds_per_sample": sec, "num_samples": int(len(idx)), "nfe": self._outputs[0][name]["nfe"]}
+            entry.update(sample_metrics(arr["x"], self.dataset_name))
+            results[name], arrays[name] = entry, arr
+            if "trajectory" in self._outputs[0][name]:
+                trajs[name] = self._outputs[0][name]["trajectory"].cpu().numpy()
+        if self.trainer.is_global_zero:
+            os.makedirs(out_dir, exist_ok=True)
+            for name, arr in arrays.items():
+                np.savez(os.path.join(out_dir, f"samples-{name}.npz"), **arr)
+            merge_results(os.path.join(out_dir, "results.json"), results)
+            save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
+                               trajs, self.dataset_name)
+            self.print(format_table(results))
+        self.results = results
+
+    def on_predict_epoch_end(self) -> None:
+        self._finish()
+
+    def on_test_epoch_end(self) -> None:
+        self._finish()
+
+
+def sample_metrics(x: np.ndarray, dataset_name: Optional[str]) -> dict:
+    from dsls.metrics.toy import MIXTURES, toy_metrics
+
+    if dataset_name in MIXTURES:
+        return toy_metrics(x, dataset_name)
+    return {}
+
+
+def merge_results(path: str, new: dict) -> dict:
+    """results.json keeps one entry per sampler ever run in this folder; a re-run replaces its own entry."""
+    old = json.load(open(path)) if os.path.isfile(path) else {}
+    old.update(new)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=2)
+    return old
+
+
+def format_table(results: dict) -> str:
+    cols = ["modes", "hq_fraction", "rev_kl", "seconds_per_sample"]
+    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["sampler | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
+    lines += [f"{name} | " + " | ".join(fmt(r.get(c)) for c in cols) for name, r in results.items()]
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Chain the three phases for one configs/<dataset> folder, in one process, and print the results table.
+
+    python experiments/run_pipeline.py --config-dir configs/toy [--name demo] [overrides…]
+
+Overrides go to every phase that accepts them: --trainer.* to all, --data.* to the fit phases,
+--model.X to the phases whose module has a parameter X. Prefix with a phase to target one
+(--adversarial.model.mode=joint). Phases already done in --run-dir are skipped with --resume-phases.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
+
+
+def _accepts(config: dict, arg: str) -> bool:
+    key = arg.lstrip("-").split("=", 1)[0]
+    section, _, rest = key.partition(".")
+    if section in ("trainer", "seed_everything", "run_dir", "checkpoint"):
+        return True
+    if section not in config:
+        return False
+    if section == "model" and rest:
+        module_path, cls_name = config["model"]["class_path"].rsplit(".", 1)
+        cls = getattr(__import__(module_path, fromlist=[cls_name]), cls_name)
+        return rest.split(".")[0] in inspect.signature(cls.__init__).parameters
+    return True
+
+
+def phase_args(phase: str, config: dict, overrides: list[str]) -> list[str]:
+    out = []
+    for arg in overrides:
+        prefix = f"--{phase}."
+        if arg.startswith(prefix):
+            out.append("--" + arg[len(prefix):])
+        elif not any(arg.startswith(f"--{p}.") for p, _ in PHASES) and _accepts(config, arg):
+            out.append(arg)
+    return out
+
+
+def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = None, skip_done: bool = False) -> dict:
+    from dsls.cli import main
+
+    config_dir = Path(config_dir)
+    run_dir = run_dir or os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S"))
+    prev_ckpt, timings = None, {}
+    for phase, subcommand in PHASES:
+        cfg_path = config_dir / f"{phase}.yaml"
+        config = yaml.safe_load(cfg_path.read_text())
+        args = [subcommand, "--config", str(cfg_path), *phase_args(phase, config, overrides), f"--run_dir={run_dir}"]
+        if phase == "adversarial":
+            args.append(f"--model.autoencoder_ckpt={prev_ckpt}")
+        elif phase == "search":
+            args.append(f"--model.ckpt={prev_ckpt}")
+        ckpt = os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
+        t0 = time.time()
+        if not (skip_done and os.path.isfile(ckpt)):
+            print(f"\n=== phase {phase}: dsls {' '.join(args)}", flush=True)
+            main(args)
+        timings[phase] = time.time() - t0
+        prev_ckpt = ckpt
+    results = json.loads(Path(run_dir, "results.json").read_text())
+    return {"run_dir": run_dir, "results": results, "seconds": timings}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-dir", required=True)
+    p.add_argument("--run-dir", default=None, help="default: runs/<config-dir name>/<timestamp>")
+    p.add_argument("--resume-phases", action="store_true", help="skip fit phases whose last.ckpt exists")
+    args, overrides = p.parse_known_args()
+    out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume_phases)
+    from dsls.phases.search import format_table
+
+    print("\n" + format_table(out["results"]))
+    print(f"\nrun folder: {out['run_dir']}  (samples.png, samples-*.npz, results.json)")
+    print("phase seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
