@@ -53,6 +53,10 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
     run_dir = run_dir or os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S"))
     prev_ckpt, timings = None, {}
     for phase, subcommand in PHASES:
+        ckpt = os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
+        if skip_done and os.path.isfile(ckpt):
+            prev_ckpt = ckpt
+            continue
         cfg_path = config_dir / f"{phase}.yaml"
         config = yaml.safe_load(cfg_path.read_text())
         args = [subcommand, "--config", str(cfg_path), *phase_args(phase, config, overrides), f"--run_dir={run_dir}"]
@@ -60,11 +64,9 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
             args.append(f"--model.autoencoder_ckpt={prev_ckpt}")
         elif phase == "search":
             args.append(f"--model.ckpt={prev_ckpt}")
-        ckpt = os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
         t0 = time.time()
-        if not (skip_done and os.path.isfile(ckpt)):
-            print(f"\n=== phase {phase}: dsls {' '.join(args)}", flush=True)
-            main(args)
+        print(f"\n=== phase {phase}: dsls {' '.join(args)}", flush=True)
+        main(args)
         timings[phase] = time.time() - t0
         prev_ckpt = ckpt
     results = json.loads(Path(run_dir, "results.json").read_text())

@@ -13,14 +13,10 @@ from torchvision.utils import make_grid  # noqa: E402
 
 
 def reference_samples(dataset_name: Optional[str], n: int = 2500, seed: int = 0) -> Optional[np.ndarray]:
-    """Draw from the true toy mixture, when the data set is one, for the 'data' panel."""
-    from dsls.metrics.toy import MIXTURES, mixture_spec
+    """Fresh draws of the toy data set, when it is one, for the 'data' panel."""
+    from dsls.data.toy2d import NAMES, sample_toy2d
 
-    if dataset_name not in MIXTURES:
-        return None
-    means, std = mixture_spec(dataset_name)
-    rng = np.random.default_rng(seed)
-    return means[rng.integers(len(means), size=n)] + std * rng.standard_normal((n, 2))
+    return sample_toy2d(dataset_name, n, np.random.default_rng(seed)) if dataset_name in NAMES else None
 
 
 def image_grid(x: np.ndarray, nrow: int = 10, n: int = 100) -> np.ndarray:

@@ -70,7 +70,7 @@ class AdversarialModule(PhaseModule):
         # σ_max is a buffer so an auto-chosen value travels in the checkpoint (NaN = not chosen yet).
         self.register_buffer("sigma_max", torch.tensor(float("nan") if sigma_max is None else sigma_max))
         if mode == "posthoc":
-            self.autoencoder.requires_grad_(False)
+            self.autoencoder.requires_grad_(False).eval()
 
     @property
     def ladder(self) -> SigmaLadder:

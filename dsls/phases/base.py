@@ -20,9 +20,13 @@ class PhaseCheckpointError(ValueError):
     """A checkpoint that is missing or belongs to another phase."""
 
 
-def load_phase_checkpoint(path: str | os.PathLike | None, expected: str) -> dict:
+def _an(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def load_phase_checkpoint(path: str | os.PathLike | None, expected: str, flag: str | None = None) -> dict:
     """Load a checkpoint and check it was written by the `expected` phase, with an error that names the fix."""
-    flag = FLAG_FOR[expected]
+    flag = flag or FLAG_FOR[expected]
     if not path:
         raise PhaseCheckpointError(f"{flag} is required: pass the {expected} (phase {PHASES[expected]}) checkpoint.")
     if not os.path.isfile(path):
@@ -33,9 +37,9 @@ def load_phase_checkpoint(path: str | os.PathLike | None, expected: str) -> dict
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
     if found != expected:
-        what = f"a {found} (phase {PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
+        what = f"{_an(found)} (phase {PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
         raise PhaseCheckpointError(
-            f"{flag}={path} is {what}, but this phase needs a {expected} (phase {PHASES[expected]}) checkpoint."
+            f"{flag}={path} is {what}, but this needs {_an(expected)} (phase {PHASES[expected]}) checkpoint."
         )
     return ckpt
 
@@ -51,13 +55,18 @@ class PhaseModule(L.LightningModule):
         if dm is not None and getattr(dm, "dataset_name", None):
             self.dataset_name = dm.dataset_name
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        load_phase_checkpoint(checkpoint_path, cls.phase, flag="checkpoint_path")  # clear error before __init__
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dsls_phase"] = self.phase
         checkpoint["dsls_dataset"] = self.dataset_name
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def on_load_checkpoint(self, checkpoint: dict) -> None:  # also runs on --ckpt_path resume
         if checkpoint.get("dsls_phase") != self.phase:
             raise PhaseCheckpointError(
-                f"cannot load a {checkpoint.get('dsls_phase')} checkpoint into {type(self).__name__} ({self.phase})."
+                f"cannot resume {type(self).__name__} ({self.phase}) from a {checkpoint.get('dsls_phase')} checkpoint."
             )
         self.dataset_name = checkpoint.get("dsls_dataset")

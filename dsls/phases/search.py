@@ -26,7 +26,7 @@ class LatentSearchModule(L.LightningModule):
         samplers: Sequence[str] = ("none", "langevin"),
         num_samples: int = 2500,
         batch_size: int = 2500,
-        eps0: float = 2e-3,
+        eps0: float = 5e-4,
         steps_per_level: int = 10,
         denoise: bool = True,
         init: str = "wide",

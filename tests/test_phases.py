@@ -1,0 +1,155 @@
+"""The three phase modules on CPU: fast_dev_run, the post-hoc freeze, joint mode, checkpoint errors, the CLI."""
+import json
+import os
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from dsls.data import DigitsDataModule, Toy2DDataModule
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.base import PhaseCheckpointError
+from dsls.phases.reconstruction import ReconstructionModule
+from dsls.phases.search import LatentSearchModule
+
+
+def trainer(**kw):
+    kw = {"max_steps": 10, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+          "enable_model_summary": False, "accelerator": "cpu", "num_sanity_val_steps": 0, **kw}
+    return L.Trainer(**kw)
+
+
+def toy_data():
+    return Toy2DDataModule("grid25", train_size=1024, val_size=256, batch_size=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("phases")
+    t = trainer(max_steps=30)
+    t.fit(ReconstructionModule(latent_dim=2, hidden=32, depth=2), datamodule=toy_data())
+    ae = str(d / "ae.ckpt")
+    t.save_checkpoint(ae)
+    t = trainer(max_steps=10)
+    t.fit(AdversarialModule(autoencoder_ckpt=ae, d_hidden=32, d_depth=2), datamodule=toy_data())
+    adv = str(d / "adv.ckpt")
+    t.save_checkpoint(adv)
+    return {"dir": d, "ae": ae, "adv": adv}
+
+
+def ae_state(module) -> dict:
+    return {k: v.clone() for k, v in module.autoencoder.state_dict().items()}
+
+
+@pytest.mark.parametrize("dm", [toy_data, lambda: DigitsDataModule(batch_size=32)])
+def test_reconstruction_fast_dev_run(dm):
+    data = dm()
+    shape = [2] if isinstance(data, Toy2DDataModule) else [1, 8, 8]
+    model = ReconstructionModule(data_shape=shape, latent_dim=4, hidden=32, depth=2, tanh_output=len(shape) > 1)
+    trainer(fast_dev_run=True).fit(model, datamodule=data)
+
+
+def test_reconstruction_rejects_wrong_data_shape():
+    with pytest.raises(ValueError, match=r"--model.data_shape=\[1, 8, 8\]"):
+        trainer(fast_dev_run=True).fit(ReconstructionModule(data_shape=[2]), datamodule=DigitsDataModule())
+
+
+def test_posthoc_leaves_autoencoder_untouched(ckpts):
+    model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], mode="posthoc", d_hidden=32, d_depth=2)
+    before, d_before = ae_state(model), model.discriminator.out.weight.clone()
+    trainer(max_steps=15).fit(model, datamodule=toy_data())
+    after = model.autoencoder.state_dict()
+    for k, v in before.items():  # weights and BatchNorm running statistics alike
+        assert torch.equal(v, after[k]), k
+    assert not torch.equal(d_before, model.discriminator.out.weight)  # while D did learn
+    assert model.sigma_max.item() > model.hparams.sigma_min  # auto σ_max was chosen from the codes
+
+
+def test_joint_mode_trains_encoder(ckpts):
+    model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], mode="joint", d_hidden=32, d_depth=2)
+    before = ae_state(model)
+    trainer(max_steps=5).fit(model, datamodule=toy_data())
+    changed = [k for k, v in model.autoencoder.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("decoder.") for k in changed)
+
+
+def test_adversarial_fast_dev_run_with_score_matching(ckpts):
+    model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=32, d_depth=2, score_matching_weight=1.0,
+                              spectral_norm=True)
+    trainer(fast_dev_run=True).fit(model, datamodule=toy_data())
+
+
+def test_search_predict_writes_contract(ckpts, tmp_path):
+    model = LatentSearchModule(ckpt=ckpts["adv"], num_samples=100, batch_size=40, steps_per_level=2,
+                               out_dir=str(tmp_path))
+    preds = trainer(inference_mode=False).predict(model)
+    assert sum(len(p["langevin"]) for p in preds) == 100
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res) == {"none", "langevin"}
+    for name, entry in res.items():
+        assert {"modes", "hq_fraction", "rev_kl", "seconds_per_sample"} <= set(entry)
+        npz = np.load(tmp_path / f"samples-{name}.npz")
+        assert {"x", "z0", "z"} <= set(npz.files)
+        assert npz["x"].shape == (100, 2) and npz["x"].dtype == np.float32 and npz["z"].shape == (100, 2)
+    assert (tmp_path / "samples.png").stat().st_size > 1000
+    none = np.load(tmp_path / "samples-none.npz")
+    assert np.array_equal(none["z0"], none["z"])  # no search: the prior draw is decoded as is
+
+
+def test_search_is_reproducible_and_test_step_agrees(ckpts, tmp_path):
+    kw = dict(ckpt=ckpts["adv"], num_samples=50, batch_size=50, steps_per_level=2, samplers=["langevin"])
+    trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
+    trainer(inference_mode=False).test(LatentSearchModule(**kw, out_dir=str(tmp_path / "b")))
+    a, b = (np.load(tmp_path / p / "samples-langevin.npz") for p in "ab")
+    assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["z0"], b["z0"])
+
+
+def test_wrong_phase_checkpoint_errors(ckpts):
+    with pytest.raises(PhaseCheckpointError, match=r"is an adversarial \(phase 2\) checkpoint.*needs a reconstruction"):
+        AdversarialModule(autoencoder_ckpt=ckpts["adv"])
+    with pytest.raises(PhaseCheckpointError, match=r"--model.ckpt=.*is a reconstruction \(phase 1\).*needs an adversarial"):
+        LatentSearchModule(ckpt=ckpts["ae"])
+    torch.save({"state_dict": {}}, ckpts["dir"] / "foreign.ckpt")
+    with pytest.raises(PhaseCheckpointError, match="not a dsls checkpoint"):
+        LatentSearchModule(ckpt=str(ckpts["dir"] / "foreign.ckpt"))
+    with pytest.raises(PhaseCheckpointError, match=r"checkpoint_path=.*is a reconstruction.*needs an adversarial"):
+        AdversarialModule.load_from_checkpoint(ckpts["ae"])
+    assert AdversarialModule.load_from_checkpoint(ckpts["adv"]).sigma_max.item() > 0  # stands alone
+
+
+def test_missing_checkpoint_errors(tmp_path):
+    with pytest.raises(PhaseCheckpointError, match=r"--model.autoencoder_ckpt=.*does not exist"):
+        AdversarialModule(autoencoder_ckpt=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(PhaseCheckpointError, match=r"--model.ckpt is required"):
+        LatentSearchModule(ckpt=None)
+
+
+def test_cli_fit_saves_config_beside_checkpoints(tmp_path):
+    from dsls.cli import main
+
+    run = tmp_path / "run"
+    main(["fit", "--config", "configs/toy/reconstruction.yaml", "--trainer.max_steps=3", "--trainer.logger=false",
+          "--trainer.limit_val_batches=0", "--data.train_size=512", "--model.hidden=16", f"--run_dir={run}"])
+    assert (run / "reconstruction" / "checkpoints" / "last.ckpt").is_file()
+    cfg = (run / "reconstruction" / "config.yaml").read_text()
+    assert "hidden: 16" in cfg and "ReconstructionModule" in cfg
+    ckpt = torch.load(run / "reconstruction" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["dsls_phase"] == "reconstruction" and ckpt["dsls_dataset"] == "grid25"
+
+
+def test_cli_default_logger_is_offline_wandb(tmp_path, monkeypatch):
+    from dsls.cli import main
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc → no key
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run = tmp_path / "run"
+    cli = main(["fit", "--config", "configs/toy/reconstruction.yaml", "--trainer.max_steps=2",
+                "--trainer.limit_val_batches=0", "--data.train_size=512", "--model.hidden=8", f"--run_dir={run}"])
+    from lightning.pytorch.loggers import WandbLogger
+
+    assert isinstance(cli.trainer.logger, WandbLogger)
+    cli.trainer.logger.experiment.finish()
+    assert list((run / "wandb").glob("offline-run-*")), list(run.rglob("*"))[:20]
