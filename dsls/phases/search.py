@@ -92,8 +92,16 @@ class LatentSearchModule(L.LightningModule):
 
     # -- gather across ranks, de-duplicate padded indices, write the contract -------------------------------
     def _gather(self, name: str, key: str) -> torch.Tensor:
+        """Concatenate every rank's outputs. Ranks can hold different counts (predict does not pad), so pad to the
+        largest, all_gather, then trim each rank's part back."""
         local = torch.cat([o[name][key] for o in self._outputs])
-        return self.all_gather(local).flatten(0, 1) if self.trainer.world_size > 1 else local
+        if self.trainer.world_size == 1:
+            return local
+        counts = self.all_gather(torch.tensor(len(local), device=self.device)).tolist()
+        padded = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=local.device)
+        padded[: len(local)] = local
+        parts = self.all_gather(padded)
+        return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
     def _finish(self) -> None:
         from dsls.callbacks.plots import save_search_figure
@@ -102,7 +110,7 @@ class LatentSearchModule(L.LightningModule):
         results, arrays, trajs = {}, {}, {}
         for name in self.hparams.samplers:
             idx = self._gather(name, "idx")
-            idx, first = np.unique(idx.cpu().numpy(), return_index=True)  # DistributedSampler pads with repeats
+            idx, first = np.unique(idx.cpu().numpy(), return_index=True)  # sorted; drops any padded repeats
             arr = {k: self._gather(name, k).cpu().numpy()[first].astype(np.float32) for k in ("x", "z0", "z")}
             n_local = sum(len(o[name]["idx"]) for o in self._outputs)
             sec = sum(o[name]["seconds"] for o in self._outputs) / max(n_local, 1)

@@ -1,0 +1,13 @@
+"""Run by tests/test_ddp.py in a subprocess: DDP on CPU (gloo) must be launched from a script file."""
+import sys
+
+import lightning as L
+
+from dsls.phases.search import LatentSearchModule
+
+if __name__ == "__main__":
+    ckpt, out_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    model = LatentSearchModule(ckpt=ckpt, num_samples=n, batch_size=16, steps_per_level=2, out_dir=out_dir)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", inference_mode=False, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.predict(model, return_predictions=False)
