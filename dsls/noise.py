@@ -9,8 +9,11 @@ import torch
 class SigmaLadder:
     """Geometric noise levels σ_max = σ_1 > … > σ_L = σ_min.
 
-    Training draws σ either from the discrete levels or log-uniformly over [σ_min, σ_max]
-    (D is conditioned on σ itself, so any σ in that range is valid at search time).
+    Training draws σ per sample (D is conditioned on σ itself, so any σ in range is valid at search time):
+      'loguniform': log σ uniform on [log σ_min, log σ_max];
+      'lowbiased':  log σ = log σ_min + u²·(log σ_max − log σ_min), u ~ U(0, 1): half the draws land in the lowest
+                    quarter of the log-range, where D's gradient must be sharpest (the search ends there);
+      'levels':     uniform over the L discrete levels.
     """
 
     def __init__(self, sigma_max: float, sigma_min: float, num_levels: int):
@@ -28,15 +31,15 @@ class SigmaLadder:
         return torch.logspace(math.log10(self.sigma_max), math.log10(self.sigma_min), self.num_levels)
 
     def sample(self, n: int, mode: str = "loguniform", device=None, generator=None) -> torch.Tensor:
-        """σ per sample for training D: 'loguniform' (continuous) or 'levels' (the discrete ladder)."""
+        """σ per sample for training D; see the class docstring for the modes."""
         u = torch.rand(n, device=device, generator=generator)
-        if mode == "loguniform":
+        if mode in ("loguniform", "lowbiased"):
             lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
-            return torch.exp(lo + (hi - lo) * u)
+            return torch.exp(lo + (hi - lo) * (u if mode == "loguniform" else u**2))
         if mode == "levels":
             idx = (u * self.num_levels).long().clamp_max(self.num_levels - 1)
             return self.sigmas.to(device)[idx]
-        raise ValueError(f"unknown sigma sampling mode {mode!r}; use 'loguniform' or 'levels'")
+        raise ValueError(f"unknown sigma sampling mode {mode!r}; use 'loguniform', 'lowbiased' or 'levels'")
 
     def with_overrides(self, sigma_max=None, sigma_min=None, num_levels=None) -> "SigmaLadder":
         return SigmaLadder(sigma_max or self.sigma_max, sigma_min or self.sigma_min, num_levels or self.num_levels)

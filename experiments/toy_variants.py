@@ -19,16 +19,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 from run_pipeline import PHASES, phase_args, run_pipeline  # noqa: E402
 
 BCE = "--adversarial.model.score_matching_weight=0"
+LOGU = "--adversarial.model.sigma_sampling=loguniform"
 VARIANTS = {  # name: (what changes, overrides)
-    "default": ("BCE + DSM(1) on ∇logit, 8k D steps, eps0 5e-4, T 10, denoise", []),
+    "default": ("BCE + DSM(1) on ∇logit, σ low-biased, 8k D steps, eps0 5e-4, T 10, denoise", []),
+    "loguniform": ("σ drawn log-uniformly in training", [LOGU]),
     "bce": ("pure BCE discriminator (no DSM term)", [BCE]),
-    "bce-proto-step": ("pure BCE, prototype step rule eps0 1.8e-4", [BCE, "--search.model.eps0=1.8e-4"]),
-    "bce-16k": ("pure BCE, 16k D steps", [BCE, "--adversarial.trainer.max_steps=16000"]),
+    "bce-loguniform": ("pure BCE, σ log-uniform (the naive recipe)", [BCE, LOGU]),
+    "bce-loguniform-proto-step": ("… and the prototype's step, eps0 1.8e-4", [BCE, LOGU, "--search.model.eps0=1.8e-4"]),
     "dsm-4k": ("4k D steps", ["--adversarial.trainer.max_steps=4000"]),
     "no-denoise": ("no final Tweedie step", ["--search.model.denoise=false"]),
     "T20": ("T = 20 steps per level", ["--search.model.steps_per_level=20"]),
+    "init-prior": ("search starts at N(0, I), not N(0, (1+σ_max²)I)", ["--search.model.init=prior"]),
     "no-input-scaling": ("D sees raw z (no c_in = 1/sqrt(var+σ²))", ["--adversarial.model.input_scaling=false"]),
-    "sigma-levels": ("σ drawn from the 10 levels, not log-uniform", ["--adversarial.model.sigma_sampling=levels"]),
+    "sigma-levels": ("σ drawn from the 10 levels", ["--adversarial.model.sigma_sampling=levels"]),
     "sigma-min-0.01": ("σ_min = 0.01 (eps0 scaled to keep α/σ²)",
                        ["--adversarial.model.sigma_min=0.01", "--search.model.eps0=5.6e-5"]),
     "joint": ("joint (AAE) mode: E, G also train against D", ["--adversarial.model.mode=joint"]),

@@ -60,3 +60,16 @@ def test_overrides_reach_only_the_phases_that_accept_them():
     assert phase_args("adversarial", cfg["adversarial"], args) == [
         "--trainer.max_steps=5", "--data.batch_size=64", "--model.mode=joint"]
     assert phase_args("search", cfg["search"], args) == ["--trainer.max_steps=5", "--model.eps0=0.1"]
+
+
+@pytest.mark.slow
+def test_digits_pipeline_image_contract(tmp_path):
+    out = run_pipeline("configs/digits", ["--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                                          "--trainer.max_steps=60", "--trainer.val_check_interval=30",
+                                          "--model.num_samples=64", "--model.batch_size=32"],
+                       run_dir=str(tmp_path / "run"))
+    for name in ("none", "langevin"):
+        x = np.load(tmp_path / "run" / f"samples-{name}.npz")["x"]
+        assert x.shape == (64, 1, 8, 8) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
+        assert out["results"][name]["seconds_per_sample"] > 0
+    assert (tmp_path / "run" / "samples.png").stat().st_size > 10_000

@@ -94,5 +94,9 @@ def test_ladder():
     s = lad.sample(10000, "loguniform", generator=torch.Generator().manual_seed(0))
     assert s.min() >= 0.01 and s.max() <= 10 and abs(torch.log10(s).mean().item() + 0.5) < 0.05
     assert set(lad.sample(500, "levels").tolist()) <= set(lad.sigmas.tolist())
+    low = lad.sample(10000, "lowbiased", generator=torch.Generator().manual_seed(0))
+    assert low.min() >= 0.01 and low.max() <= 10
+    frac = (torch.log10(low) < -2 + 0.75).float().mean().item()  # lowest quarter of the log-range: P(u² < 1/4) = 1/2
+    assert abs(frac - 0.5) < 0.02
     with pytest.raises(ValueError, match="sigma_max > sigma_min"):
         SigmaLadder(0.01, 0.1, 3)

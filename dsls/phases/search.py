@@ -77,10 +77,11 @@ class LatentSearchModule(L.LightningModule):
                 x = self.model.autoencoder.decode(res.z)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
-            out[name] = {"idx": idx, "z0": res.z0, "z": res.z, "x": x, "seconds": time.perf_counter() - t0, "nfe": res.nfe}
+            sec = time.perf_counter() - t0
+            out[name] = {"idx": idx.cpu(), "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": sec, "nfe": res.nfe}
             if res.trajectory:
                 with torch.no_grad():
-                    out[name]["trajectory"] = torch.stack([self.model.autoencoder.decode(t) for t in res.trajectory], 1)
+                    out[name]["trajectory"] = torch.stack([self.model.autoencoder.decode(t) for t in res.trajectory], 1).cpu()
         self._outputs.append(out)
         return {name: o["x"] for name, o in out.items()}
 
@@ -94,9 +95,10 @@ class LatentSearchModule(L.LightningModule):
     def _gather(self, name: str, key: str) -> torch.Tensor:
         """Concatenate every rank's outputs. Ranks can hold different counts (predict does not pad), so pad to the
         largest, all_gather, then trim each rank's part back."""
-        local = torch.cat([o[name][key] for o in self._outputs])
+        local = torch.cat([o[name][key] for o in self._outputs])  # kept on the CPU between batches
         if self.trainer.world_size == 1:
             return local
+        local = local.to(self.device)  # NCCL gathers device tensors
         counts = self.all_gather(torch.tensor(len(local), device=self.device)).tolist()
         padded = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=local.device)
         padded[: len(local)] = local

@@ -1,0 +1,117 @@
+"""Shared pieces of the image DataModules: the missing-data error, the [-1, 1] transforms and the base class."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+
+class MissingDataError(FileNotFoundError):
+    """The data set is not on disk (and was not downloaded). The message is meant to be read on its own."""
+
+    def __init__(self, name: str, where: str, layout: str, how: str):
+        super().__init__(f"{name} data not found at {where}.\nExpected layout:\n  {layout}\nTo get it: {how}")
+
+
+class CenterCropSquare:
+    """Center-crop a PIL image to its short side (a class, not a lambda, so transforms pickle for spawn workers)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return TF.center_crop(img, [min(img.size)] * 2)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def to_signed_tensor(channels: int) -> list[Callable]:
+    """PIL image → float32 (C, H, W) in [-1, 1]: ToTensor gives [0, 1], Normalize(0.5, 0.5) maps it to [-1, 1]."""
+    return [T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)]
+
+
+class TransformedSubset(Dataset):
+    """``dataset[indices[i]]`` with ``transform`` applied to the image: one underlying dataset (one copy of the
+    pixels) can serve train and val with different transforms."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable):
+        self.dataset, self.indices, self.transform = dataset, list(indices), transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        img, y = self.dataset[self.indices[i]]
+        return self.transform(img), y
+
+
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
+    """Permute range(n) with ``torch.randperm`` under ``Generator().manual_seed(seed)``; the first ``sizes[0]``
+    go to the first part, the next ``sizes[1]`` to the second, …, and the rest to a last part. Each part is
+    sorted, so a given (n, sizes, seed) always gives the same sets in the same order."""
+    if sum(sizes) >= n:
+        raise ValueError(f"split sizes {list(sizes)} leave no training images out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    bounds = [0, *torch.tensor(list(sizes)).cumsum(0).tolist(), n]
+    return [sorted(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: subclasses set ``dataset_name`` / ``channels`` / ``num_classes`` and implement
+    :meth:`build_datasets`. Batches are ``(x, y)``: x float32 (B, C, image_size, image_size) in [-1, 1],
+    y int64 (B,) (all 0 for unlabelled data). The train loader shuffles with a generator seeded from ``seed``
+    and drops the last partial batch; val/test keep order and every image. ``split_seed`` fixes the split
+    independently of ``seed``, so changing the shuffle seed keeps the same val/test images.
+    """
+
+    dataset_name = "images"
+    channels = 3
+    num_classes: int | None = None
+
+    def __init__(self, data_dir: str, image_size: int, batch_size: int = 128, num_workers: int = 4,
+                 pin_memory: bool = True, seed: int = 0, split_seed: int = 0, random_flip: bool = False):
+        super().__init__()
+        self.save_hyperparameters()  # also picks up the subclass's own init args
+        self.data_dir, self.image_size = str(data_dir), int(image_size)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def transform(self, train: bool, resize: Sequence[Callable] = ()) -> T.Compose:
+        """``resize`` steps, then a horizontal flip on train when ``random_flip``, then the [-1, 1] scaling."""
+        flip = [T.RandomHorizontalFlip()] if train and self.hparams.random_flip else []
+        return T.Compose([*resize, *flip, *to_signed_tensor(self.channels)])
+
+    def build_datasets(self) -> tuple[Dataset, Dataset, Dataset | None]:
+        """Return (train, val, test) datasets of (image tensor, int label); raise MissingDataError if absent."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.build_datasets()
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        nw = self.hparams.num_workers
+        g = torch.Generator().manual_seed(self.hparams.seed) if train else None
+        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=train, drop_last=train, generator=g,
+                          num_workers=nw, persistent_workers=nw > 0,
+                          # Pinning without CUDA only earns a warning from DataLoader.
+                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise RuntimeError(f"{self.dataset_name}: no test split on disk (see the DataModule's docstring)")
+        return self._loader(self.test_set, train=False)
