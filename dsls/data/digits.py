@@ -8,6 +8,8 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
+from dsls.data.loaders import make_loader
+
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 images as float32 (N, 1, 8, 8) in [-1, 1] (pixel/8 − 1, from sklearn's [0, 16]) and int64 labels."""
@@ -25,7 +27,7 @@ class DigitsDataModule(L.LightningDataModule):
     which for the default 0.2 is 360 val / 1437 train, with every class in (nearly) the same proportion
     in both. Index lists are sorted, so the same ``split_seed`` gives identical sets and order.
     Batches are ``(x, y)``: x float32 (B, 1, 8, 8) in [-1, 1], y int64 (B,). The train loader shuffles
-    (seeded from ``split_seed``) and drops the last partial batch; the val loader keeps order and every image.
+    (seeded from ``split_seed`` and the epoch) and drops the last partial batch; the val loader keeps order and every image.
     """
 
     dataset_name = "digits"
@@ -52,15 +54,9 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_set = TensorDataset(x[self.train_idx], y[self.train_idx])
         self.val_set = TensorDataset(x[self.val_idx], y[self.val_idx])
 
-    def _loader(self, ds: TensorDataset, train: bool) -> DataLoader:
-        nw = self.hparams.num_workers
-        # Shuffle with a generator seeded from split_seed, so runs are reproducible even without seed_everything.
-        g = torch.Generator().manual_seed(self.hparams.split_seed) if train else None
-        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=train, drop_last=train, generator=g,
-                          num_workers=nw, persistent_workers=nw > 0)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        hp = self.hparams
+        return make_loader(self.train_set, hp.batch_size, True, hp.split_seed, hp.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return make_loader(self.val_set, self.hparams.batch_size, False, num_workers=self.hparams.num_workers)

@@ -10,12 +10,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from dsls.data.loaders import make_loader
+
 
 class MissingDataError(FileNotFoundError):
     """The data set is not on disk (and was not downloaded). The message is meant to be read on its own."""
 
     def __init__(self, name: str, where: str, layout: str, how: str):
+        self.parts = (name, where, layout, how)
         super().__init__(f"{name} data not found at {where}.\nExpected layout:\n  {layout}\nTo get it: {how}")
+
+    def __reduce__(self):  # rebuild from the parts (the default would pass only the message), e.g. across DDP ranks
+        return type(self), self.parts
 
 
 class CenterCropSquare:
@@ -62,9 +68,10 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
 class ImageDataModule(L.LightningDataModule):
     """Base class: subclasses set ``dataset_name`` / ``channels`` / ``num_classes`` and implement
     :meth:`build_datasets`. Batches are ``(x, y)``: x float32 (B, C, image_size, image_size) in [-1, 1],
-    y int64 (B,) (all 0 for unlabelled data). The train loader shuffles with a generator seeded from ``seed``
-    and drops the last partial batch; val/test keep order and every image. ``split_seed`` fixes the split
-    independently of ``seed``, so changing the shuffle seed keeps the same val/test images.
+    y int64 (B,) (all 0 for unlabelled data). The train loader shuffles (``dsls.data.loaders.make_loader``: a
+    permutation seeded from ``seed`` and the epoch) and drops the last partial batch; val/test keep order and
+    every image. ``split_seed`` fixes the split independently of ``seed``, so changing the shuffle seed keeps
+    the same val/test images.
     """
 
     dataset_name = "images"
@@ -98,12 +105,10 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set, self.val_set, self.test_set = self.build_datasets()
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        nw = self.hparams.num_workers
-        g = torch.Generator().manual_seed(self.hparams.seed) if train else None
-        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=train, drop_last=train, generator=g,
-                          num_workers=nw, persistent_workers=nw > 0,
-                          # Pinning without CUDA only earns a warning from DataLoader.
-                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available())
+        # The project's shared loader: train shuffle is a function of (seed, epoch), so resumed runs match.
+        hp = self.hparams  # pinning without CUDA only earns a warning from DataLoader
+        pin = hp.pin_memory and torch.cuda.is_available()
+        return make_loader(ds, hp.batch_size, train, hp.seed, hp.num_workers, pin)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dsls.data.loaders import make_loader
 from dsls.metrics.toy import MIXTURES, mixture_spec
 
 #: Swiss roll: t ~ U[1.5π, 4.5π], (x, y) = (t cos t, t sin t) as in sklearn's make_swiss_roll (its x and z
@@ -82,11 +83,7 @@ class Toy2DDataModule(L.LightningDataModule):
         self.val_set = _Points(torch.from_numpy(sample_toy2d(hp.name, hp.val_size, np.random.default_rng(val_ss))))
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
-                          generator=g, num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return make_loader(self.train_set, self.hparams.batch_size, True, self.hparams.seed, self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+        return make_loader(self.val_set, self.hparams.batch_size, False, num_workers=self.hparams.num_workers)

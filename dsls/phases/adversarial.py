@@ -6,6 +6,7 @@ joint (AAE): E, G also step, on reconstruction + adv_weight · BCE(D(E(x) + σε
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -16,6 +17,18 @@ from dsls.noise import SigmaLadder
 from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint
 from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
 from dsls.score import latent_score
+
+
+@contextmanager
+def _frozen(module: torch.nn.Module):
+    """Run a module as a fixed function: gradients flow through it to its input, not into its parameters."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
 
 
 def _as_list(x) -> list:
@@ -121,31 +134,45 @@ class AdversarialModule(PhaseModule):
         return loss
 
     def training_step(self, batch, batch_idx):
+        """One backward per step, for DDP: every parameter that requires grad gets exactly one gradient.
+
+        joint: the encoder's fool term runs D with its parameters' requires_grad off, so D's gradient comes from
+        its own BCE alone and E, G's from recon + fool; then both optimizers step (simultaneous updates).
+        posthoc: E, G require no grad at all, so DDP never registers them.
+        """
         x = unpack(batch)
-        opt_d, opt_ae = (_as_list(self.optimizers()) + [None])[:2]
-        with torch.no_grad():
-            zq = self.autoencoder.encode(x)
-        loss_d = self._d_loss(zq, "train")
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
-        if opt_ae is not None:
-            self.toggle_optimizer(opt_ae)
+        opts = _as_list(self.optimizers())
+        if self.hparams.mode == "joint":
             z = self.autoencoder.encode(x)
             recon = F.mse_loss(self.autoencoder.decode(z), x)
             z_t, s, _ = self._noisy(z)
-            fool = F.softplus(self.discriminator(z_t, s)).mean()  # E wants its codes labelled prior (0)
-            opt_ae.zero_grad()
-            self.manual_backward(recon + self.hparams.adv_weight * fool)
-            opt_ae.step()
-            self.untoggle_optimizer(opt_ae)
+            with _frozen(self.discriminator):
+                fool = F.softplus(self.discriminator(z_t, s)).mean()  # E wants its codes labelled prior (0)
+            loss = recon + self.hparams.adv_weight * fool + self._d_loss(z.detach(), "train")
             self.log_dict({"train/recon": recon, "train/fool": fool}, prog_bar=True)
+        else:
+            with torch.no_grad():
+                z = self.autoencoder.encode(x)
+            loss = self._d_loss(z, "train")
+        for opt in opts:
+            opt.zero_grad()
+        self.manual_backward(loss)
+        for opt in opts:
+            opt.step()
         for sched in _as_list(self.lr_schedulers()):
             sched.step()
 
     def validation_step(self, batch, batch_idx):
-        with torch.enable_grad():
-            self._d_loss(self.autoencoder.encode(unpack(batch), sample=True), "val")
+        z = self.autoencoder.encode(unpack(batch))
+        with torch.enable_grad():  # the DSM term differentiates D
+            self._d_loss(z, "val")
+        with torch.no_grad():  # accuracy at each ladder level: where along the ladder D is weak
+            for sigma in self.ladder.sigmas.tolist():
+                s = torch.full((len(z),), sigma, device=z.device)
+                lq = self.discriminator(z + sigma * torch.randn_like(z), s)
+                lp = self.discriminator(torch.randn_like(z) * math.sqrt(1 + sigma**2), s)
+                self.log_dict({f"val_sigma/acc_q@{sigma:.3g}": (lq > 0).float().mean(),
+                               f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True)
 
     def configure_optimizers(self):
         total = self.trainer.estimated_stepping_batches

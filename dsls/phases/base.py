@@ -63,6 +63,9 @@ class PhaseModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dsls_phase"] = self.phase
         checkpoint["dsls_dataset"] = self.dataset_name
+        # The noise D trains on comes from the global RNG: keep its state so a resumed run continues the stream.
+        checkpoint["dsls_rng"] = {"torch": torch.get_rng_state(),
+                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:  # also runs on --ckpt_path resume
         if checkpoint.get("dsls_phase") != self.phase:
@@ -70,3 +73,8 @@ class PhaseModule(L.LightningModule):
                 f"cannot resume {type(self).__name__} ({self.phase}) from a {checkpoint.get('dsls_phase')} checkpoint."
             )
         self.dataset_name = checkpoint.get("dsls_dataset")
+        rng = checkpoint.get("dsls_rng")
+        if rng is not None and self._trainer is not None:  # resuming a fit; a bare load leaves the RNG alone
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
