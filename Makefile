@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast clean
+.PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate clean
 
 help:  ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; install the venv module (e.g. apt-get install python3-venv) or set PYTHON=..."; exit 1; }
@@ -27,6 +27,22 @@ test: $(STAMP)  ## run the whole test suite (CPU, offline, a few minutes)
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+train-mnist: $(STAMP)  ## MNIST: the three phases (ARGS="--trainer.devices=8 ..." go to every phase)
+	$(PY) experiments/run_pipeline.py --config-dir configs/mnist $(ARGS)
+
+train-cifar: $(STAMP)  ## CIFAR-10: the three phases (downloads to data/ on first use)
+	$(PY) experiments/run_pipeline.py --config-dir configs/cifar10 $(ARGS)
+
+train-celebahq: $(STAMP)  ## CelebA-HQ 256 from data/celebahq256 (a folder or zip of the 30k images)
+	$(PY) experiments/run_pipeline.py --config-dir configs/celebahq256 $(ARGS)
+
+train-lsun: $(STAMP)  ## LSUN church_outdoor 256 from data/lsun/church_outdoor_train_lmdb
+	$(PY) experiments/run_pipeline.py --config-dir configs/lsun_church $(ARGS)
+
+evaluate: $(STAMP)  ## CKPT=<phase-2 ckpt or search.ckpt>: samples-*.npz, results.json, samples.png
+	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=runs/<dataset>/<run>/adversarial/checkpoints/last.ckpt [ARGS=...]"; exit 2; }
+	$(PY) experiments/evaluate.py --ckpt $(CKPT) $(ARGS)
 
 clean:  ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs wandb .pytest_cache

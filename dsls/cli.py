@@ -18,6 +18,9 @@ from typing import Optional
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from dsls.data.images import MissingDataError
+from dsls.phases.base import PhaseCheckpointError
+
 
 class RunConfigCallback(SaveConfigCallback):
     """Saves the merged config beside the checkpoints, in the phase folder (not in the logger's folder)."""
@@ -85,11 +88,22 @@ class DSLSCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def main(args=None, run: bool = True) -> DSLSCLI:
+def main(args=None, run: bool = True, **kwargs) -> DSLSCLI:
+    """Programmatic entry (raises); the console script `dsls` is `console_main`. kwargs go to LightningCLI."""
     return DSLSCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
                    save_config_kwargs={"overwrite": True}, args=args, run=run,
-                   parser_kwargs={"parser_mode": "omegaconf"})
+                   parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+
+
+USER_ERRORS = (MissingDataError, PhaseCheckpointError)  # errors whose message says what to do: no traceback
+
+
+def console_main() -> None:
+    try:
+        main()
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
-    main()
+    console_main()

@@ -79,7 +79,12 @@ def main() -> None:
     p.add_argument("--run-dir", default=None, help="default: runs/<config-dir name>/<timestamp>")
     p.add_argument("--resume-phases", action="store_true", help="skip fit phases whose last.ckpt exists")
     args, overrides = p.parse_known_args()
-    out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume_phases)
+    from dsls.cli import USER_ERRORS
+
+    try:
+        out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume_phases)
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
     from dsls.phases.search import format_table
 
     print("\n" + format_table(out["results"]))

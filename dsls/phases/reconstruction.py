@@ -1,7 +1,7 @@
 """Phase 1: train the autoencoder E, G on ‖x − G(E(x))‖²."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +37,10 @@ class Autoencoder(nn.Module):
     """E and G; normalize_latent standardises codes (running statistics) so q sits on the prior's scale."""
 
     def __init__(self, data_shape: Sequence[int], latent_dim: int, arch="mlp", hidden=256, depth=3,
-                 tanh_output=False, normalize_latent=True, code_noise=0.0):
+                 tanh_output=False, normalize_latent=True, code_noise=0.0, channel_mult=None):
         super().__init__()
-        self.encoder, self.decoder = build_autoencoder(arch, data_shape, latent_dim, hidden, depth, tanh_output)
+        self.encoder, self.decoder = build_autoencoder(arch, data_shape, latent_dim, hidden, depth, tanh_output,
+                                                       channel_mult)
         self.norm = RunningStandardize(latent_dim) if normalize_latent else nn.Identity()
         self.code_noise = code_noise  # std of a stochastic encoder's Gaussian noise (0 = deterministic)
         self.data_shape, self.latent_dim = tuple(data_shape), latent_dim
@@ -70,12 +71,17 @@ class ReconstructionModule(PhaseModule):
         tanh_output: bool = False,
         normalize_latent: bool = True,
         code_noise: float = 0.0,
+        channel_mult: Optional[Sequence[int]] = None,
         lr: float = 3e-3,
         weight_decay: float = 0.0,
     ):
+        """arch: mlp (toy, digits), conv (28–32 px), resnet (64–256 px). hidden: width (mlp) or base channels;
+        depth: layers (mlp) or blocks per resolution; channel_mult: per-resolution channel multipliers (conv/resnet,
+        None = the net's default)."""
         super().__init__()
         self.save_hyperparameters(init_args(locals()))
-        self.autoencoder = Autoencoder(data_shape, latent_dim, arch, hidden, depth, tanh_output, normalize_latent, code_noise)
+        self.autoencoder = Autoencoder(data_shape, latent_dim, arch, hidden, depth, tanh_output, normalize_latent,
+                                       code_noise, channel_mult)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -105,7 +111,8 @@ class ReconstructionModule(PhaseModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-AE_KEYS = ("data_shape", "latent_dim", "arch", "hidden", "depth", "tanh_output", "normalize_latent", "code_noise")
+AE_KEYS = ("data_shape", "latent_dim", "arch", "hidden", "depth", "tanh_output", "normalize_latent", "code_noise",
+           "channel_mult")
 
 
 def autoencoder_from_hparams(hp: dict) -> Autoencoder:

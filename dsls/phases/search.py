@@ -121,11 +121,17 @@ class LatentSearchModule(L.LightningModule):
             results[name], arrays[name] = entry, arr
             if "trajectory" in self._outputs[0][name]:
                 trajs[name] = self._outputs[0][name]["trajectory"].cpu().numpy()
+        if self.logger is not None:  # e.g. the W&B sweep's metric search/langevin/<metric>
+            self.logger.log_metrics({f"search/{n}/{k}": v for n, r in results.items() for k, v in r.items()
+                                     if isinstance(v, (int, float))})
         if self.trainer.is_global_zero:
             os.makedirs(out_dir, exist_ok=True)
             for name, arr in arrays.items():
                 np.savez(os.path.join(out_dir, f"samples-{name}.npz"), **arr)
             merge_results(os.path.join(out_dir, "results.json"), results)
+            # the phase-3 "checkpoint": everything needed to rerun this search (experiments/evaluate.py takes it)
+            torch.save({"dsls_phase": "search", "dsls_dataset": self.dataset_name, "hyper_parameters": dict(self.hparams)},
+                       os.path.join(out_dir, "search.ckpt"))
             save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
                                trajs, self.dataset_name)
             self.print(format_table(results))

@@ -1,0 +1,118 @@
+"""What a cluster user touches: W&B sweep commands, checkpoint evaluation, bf16, and the missing-data stop."""
+import json
+import os
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import yaml
+
+from dsls.cli import main
+from dsls.data import Toy2DDataModule
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.reconstruction import ReconstructionModule
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import evaluate  # noqa: E402
+import run_pipeline  # noqa: E402
+
+
+def quick_trainer(**kw):
+    return L.Trainer(**{"max_steps": 5, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                        "enable_model_summary": False, "limit_val_batches": 0, "accelerator": "cpu", **kw})
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster")
+    run = d / "run"
+    (run / "reconstruction" / "checkpoints").mkdir(parents=True)
+    (run / "adversarial" / "checkpoints").mkdir(parents=True)
+    t = quick_trainer()
+    t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=Toy2DDataModule(train_size=512))
+    ae = run / "reconstruction" / "checkpoints" / "last.ckpt"
+    t.save_checkpoint(ae)
+    t = quick_trainer()
+    t.fit(AdversarialModule(autoencoder_ckpt=str(ae), d_hidden=16, d_depth=1), datamodule=Toy2DDataModule(train_size=512))
+    adv = run / "adversarial" / "checkpoints" / "last.ckpt"
+    t.save_checkpoint(adv)
+    return {"ae": str(ae), "adv": str(adv), "run": run}
+
+
+class DryRunTrainer(L.Trainer):
+    """Records what the CLI built instead of running it: the test is about parsing the agent's command."""
+
+    calls: list = []
+
+    def fit(self, model, datamodule=None, **kw):
+        DryRunTrainer.calls.append(("fit", model, datamodule))
+
+    def predict(self, model, datamodule=None, **kw):
+        DryRunTrainer.calls.append(("predict", model, datamodule))
+
+
+def agent_command(sweep: dict, program_path: str) -> list[str]:
+    """Expand a sweep's command the way `wandb agent` does: one --name=value per parameter."""
+    args = []
+    for name, spec in sweep["parameters"].items():
+        value = spec["value"] if "value" in spec else spec["values"][-1] if "values" in spec else spec["min"]
+        args.append(f"--{name}={value}")
+    macros = {"${env}": "/usr/bin/env", "${interpreter}": sys.executable, "${program}": program_path}
+    out = []
+    for tok in sweep["command"]:
+        out.extend(args) if tok == "${args}" else out.append(macros.get(tok, tok))
+    return out
+
+
+@pytest.mark.parametrize("name,ckpt_key,param", [("cifar10_search", "adv", "model.ckpt"),
+                                                 ("cifar10_adversarial", "ae", "model.autoencoder_ckpt")])
+def test_sweep_command_parses_with_the_cli(name, ckpt_key, param, ckpts, tmp_path):
+    sweep = yaml.safe_load(open(f"configs/sweeps/{name}.yaml"))
+    assert sweep["command"][:3] == ["${env}", "${interpreter}", "${program}"] and sweep["command"][-1] == "${args}"
+    assert sweep["command"][4] == "--config" and os.path.isfile(sweep["command"][5])  # overrides come after it
+    assert os.path.isfile(sweep["program"]) and sweep["metric"]["name"]
+    sweep["parameters"][param] = {"value": ckpts[ckpt_key]}  # the placeholder a user replaces
+    cmd = agent_command(sweep, sweep["program"])
+    assert cmd[3] in ("fit", "predict") and any(a.startswith("--model.") for a in cmd[6:])
+    DryRunTrainer.calls = []
+    main(cmd[3:] + ["--trainer.logger=false", f"--run_dir={tmp_path}"], trainer_class=DryRunTrainer)
+    (sub, model, _), = DryRunTrainer.calls
+    assert sub == cmd[3]
+    for arg in cmd[6:]:  # every swept value reached the module
+        key, value = arg[2:].split("=", 1)
+        if key.startswith("model."):
+            assert str(model.hparams[key[6:]]) == value, key
+
+
+def test_evaluate_writes_the_three_outputs(ckpts, tmp_path):
+    out = evaluate.evaluate(ckpts["adv"], str(tmp_path / "a"), ["--model.num_samples=40", "--model.batch_size=20",
+                                                                "--model.steps_per_level=2"])
+    for d in ("a",):
+        assert {"samples-none.npz", "samples-langevin.npz", "results.json", "samples.png", "search.ckpt"} <= \
+            set(os.listdir(tmp_path / d))
+    assert set(out["results"]) == {"none", "langevin"}
+    # a phase-3 checkpoint reruns the same search: same samples
+    evaluate.evaluate(str(tmp_path / "a" / "search.ckpt"), str(tmp_path / "b"), [])
+    a, b = (np.load(tmp_path / d / "samples-langevin.npz")["x"] for d in "ab")
+    np.testing.assert_array_equal(a, b)
+    res = json.load(open(tmp_path / "b" / "results.json"))
+    assert res["langevin"]["num_samples"] == 40
+    with pytest.raises(Exception, match="reconstruction checkpoint"):
+        evaluate.evaluate(ckpts["ae"], str(tmp_path / "c"), [])
+
+
+def test_bf16_mixed_precision_runs(ckpts):
+    quick_trainer(max_steps=2, precision="bf16-mixed").fit(
+        AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=16, d_depth=1, score_matching_weight=1.0),
+        datamodule=Toy2DDataModule(train_size=512))
+
+
+def test_train_cifar_without_data_stops_with_the_layout(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["run_pipeline.py", "--config-dir", "configs/cifar10", f"--run-dir={tmp_path}/r",
+                                      f"--data.data_dir={tmp_path}/nodata", "--data.download=false",
+                                      "--trainer.logger=false", "--trainer.max_steps=2", "--data.num_workers=0"])
+    with pytest.raises(SystemExit) as e:
+        run_pipeline.main()
+    msg = str(e.value)
+    assert msg.startswith("error: CIFAR-10 data not found") and "cifar-10-batches-py" in msg and "download" in msg
