@@ -29,7 +29,7 @@ def search_settings(ckpt_path: str) -> dict:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     phase = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
     if phase == "search":
-        return dict(ckpt["hyper_parameters"], out_dir=None)
+        return {**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}, "out_dir": None}
     if phase == "adversarial":
         saved = Path(ckpt_path).resolve().parents[2] / "config.yaml"  # <run>/adversarial/checkpoints/x.ckpt
         hp = {}

@@ -4,7 +4,8 @@
 
 Overrides go to every phase that accepts them: --trainer.* to all, --data.* to the fit phases,
 --model.X to the phases whose module has a parameter X. Prefix with a phase to target one
-(--adversarial.model.mode=joint). Phases already done in --run-dir are skipped with --resume-phases.
+(--adversarial.model.mode=joint). After preemption, rerun with --run-dir <the run> --resume: finished
+phases are skipped, and the interrupted one resumes from its last.ckpt.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def _accepts(config: dict, arg: str) -> bool:
     section, _, rest = key.partition(".")
     if section in ("trainer", "seed_everything", "run_dir", "checkpoint"):
         return True
+    if section == "ckpt_path":  # resuming is for the fit phases; predict's --ckpt_path means something else
+        return "data" in config
     if section not in config:
         return False
     if section == "model" and rest:
@@ -46,7 +49,7 @@ def phase_args(phase: str, config: dict, overrides: list[str]) -> list[str]:
     return out
 
 
-def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = None, skip_done: bool = False) -> dict:
+def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = None, resume: bool = False) -> dict:
     from dsls.cli import main
 
     config_dir = Path(config_dir)
@@ -54,7 +57,8 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
     prev_ckpt, timings = None, {}
     for phase, subcommand in PHASES:
         ckpt = os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
-        if skip_done and os.path.isfile(ckpt):
+        done = os.path.join(run_dir, phase, "DONE")  # written when a fit phase finished, not when it was preempted
+        if resume and os.path.isfile(done):
             prev_ckpt = ckpt
             continue
         cfg_path = config_dir / f"{phase}.yaml"
@@ -64,10 +68,14 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
             args.append(f"--model.autoencoder_ckpt={prev_ckpt}")
         elif phase == "search":
             args.append(f"--model.ckpt={prev_ckpt}")
+        if resume and subcommand == "fit" and os.path.isfile(ckpt):
+            args.append(f"--ckpt_path={ckpt}")  # a preempted phase continues where it stopped
         t0 = time.time()
         print(f"\n=== phase {phase}: dsls {' '.join(args)}", flush=True)
         main(args)
         timings[phase] = time.time() - t0
+        if subcommand == "fit":
+            Path(done).write_text(f"{timings[phase]:.0f} s\n")
         prev_ckpt = ckpt
     results = json.loads(Path(run_dir, "results.json").read_text())
     return {"run_dir": run_dir, "results": results, "seconds": timings}
@@ -77,12 +85,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", required=True)
     p.add_argument("--run-dir", default=None, help="default: runs/<config-dir name>/<timestamp>")
-    p.add_argument("--resume-phases", action="store_true", help="skip fit phases whose last.ckpt exists")
+    p.add_argument("--resume", action="store_true",
+                   help="with --run-dir: skip finished phases, resume a preempted one from its last.ckpt")
     args, overrides = p.parse_known_args()
     from dsls.cli import USER_ERRORS
 
     try:
-        out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume_phases)
+        out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume)
     except USER_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
     from dsls.phases.search import format_table

@@ -70,7 +70,7 @@ def main() -> None:
                 os.makedirs(run, exist_ok=True)
                 os.symlink(os.path.abspath(src), dst)
             done.setdefault(key, dst)
-        out = run_pipeline(a.config_dir, args, run_dir=run, skip_done=True)
+        out = run_pipeline(a.config_dir, args, run_dir=run, resume=True)
         r = out["results"]["langevin"]
         table[name] = {"change": desc, **{k: r[k] for k in ("modes", "hq_fraction", "rev_kl", "seconds_per_sample")},
                        "none_hq": out["results"]["none"]["hq_fraction"], "seconds": out["seconds"]}

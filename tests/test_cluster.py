@@ -116,3 +116,35 @@ def test_train_cifar_without_data_stops_with_the_layout(tmp_path, monkeypatch, c
         run_pipeline.main()
     msg = str(e.value)
     assert msg.startswith("error: CIFAR-10 data not found") and "cifar-10-batches-py" in msg and "download" in msg
+
+
+def test_cli_resume_with_ckpt_path_last(tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    base = ["fit", "--config", "configs/toy/reconstruction.yaml", "--trainer.logger=false", "--trainer.max_steps=-1",
+            "--trainer.limit_val_batches=0", "--data.train_size=512", "--data.batch_size=128", "--model.hidden=8",
+            f"--run_dir={run}"]
+    main(base + ["--trainer.max_epochs=1"])
+    cli = main(base + ["--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert cli.trainer.global_step == 8  # 4 steps restored + 4 new, not 8 new
+    assert torch.load(run / "reconstruction/checkpoints/last.ckpt", weights_only=False)["global_step"] == 8
+
+
+@pytest.mark.slow
+def test_pipeline_resume_skips_finished_phases_and_resumes_the_preempted_one(tmp_path):
+    import torch
+
+    run = str(tmp_path / "run")
+    small = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=1024",
+             "--trainer.val_check_interval=10", "--model.hidden=16", "--model.d_hidden=16",
+             "--reconstruction.trainer.max_steps=20", "--model.num_samples=50"]
+    run_pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=10"], run_dir=run)
+    ae = os.path.join(run, "reconstruction/checkpoints/last.ckpt")
+    stamp = os.path.getmtime(ae)
+    os.remove(os.path.join(run, "adversarial/DONE"))  # as if phase 2 had been preempted after 10 steps
+    out = run_pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=20"], run_dir=run,
+                                    resume=True)
+    assert os.path.getmtime(ae) == stamp and "reconstruction" not in out["seconds"]
+    adv = torch.load(os.path.join(run, "adversarial/checkpoints/last.ckpt"), weights_only=False)
+    assert adv["global_step"] == 20 and set(out["results"]) == {"none", "langevin"}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import SigmaLadder
-from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint
+from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint, warmup_cosine
 from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
 from dsls.score import latent_score
 
@@ -175,11 +175,10 @@ class AdversarialModule(PhaseModule):
                                f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True)
 
     def configure_optimizers(self):
-        total = self.trainer.estimated_stepping_batches
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=(0.9, 0.99))
         opts = [opt_d]
         if self.hparams.mode == "joint":
             opts.append(torch.optim.Adam(self.autoencoder.parameters(), lr=self.hparams.lr_ae, betas=(0.5, 0.99)))
         # Cosine decay: D's small-σ detail is learned late, at low learning rates.
-        scheds = [torch.optim.lr_scheduler.CosineAnnealingLR(o, max(total, 1)) for o in opts]
+        scheds = [warmup_cosine(o, self) for o in opts]
         return opts, scheds

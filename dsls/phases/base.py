@@ -1,6 +1,7 @@
 """What every phase module shares: a phase tag in each checkpoint and a strict loader for it."""
 from __future__ import annotations
 
+import math
 import os
 
 import lightning as L
@@ -12,8 +13,26 @@ FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--mode
 
 def init_args(frame_locals: dict) -> dict:
     """An __init__'s arguments, for save_hyperparameters(dict). Explicit, because LightningCLI's recorded args
-    would otherwise leak into modules built inside another module's __init__ (the search phase builds phase 2)."""
-    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__") and not k.startswith("_")}
+    would otherwise leak into modules built inside another module's __init__ (the search phase builds phase 2).
+    `_class_path` is what LightningCLI reads back from a checkpoint on `--ckpt_path` resume."""
+    cls = type(frame_locals["self"])
+    args = {k: v for k, v in frame_locals.items() if k not in ("self", "__class__") and not k.startswith("_")}
+    return {"_class_path": f"{cls.__module__}.{cls.__qualname__}", **args}
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, module: "PhaseModule", warmup_frac: float = 0.0):
+    """Linear warm-up over warmup_frac of training, then cosine decay to 0, per optimizer step. The length is read
+    from the Trainer at every fit (PhaseModule.on_train_start), so resuming with a longer max_steps stretches the
+    schedule instead of overrunning a fixed one."""
+
+    def factor(step: int) -> float:
+        total = max(module.total_steps, 1)
+        warm = warmup_frac * total
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(total - warm, 1))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class PhaseCheckpointError(ValueError):
@@ -49,6 +68,10 @@ class PhaseModule(L.LightningModule):
 
     phase: str = ""
     dataset_name: str | None = None
+    total_steps: int = 1
+
+    def on_train_start(self) -> None:
+        self.total_steps = int(self.trainer.estimated_stepping_batches)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dsls.nets import build_autoencoder
-from dsls.phases.base import PhaseModule, init_args
+from dsls.phases.base import PhaseModule, init_args, warmup_cosine
 
 
 class RunningStandardize(nn.Module):
@@ -105,9 +105,8 @@ class ReconstructionModule(PhaseModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        # One-cycle: a short warm-up, then anneal; the toy AE needs the decay to reach data-level precision.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches,
-                                                    pct_start=0.05)
+        # A short warm-up, then cosine to 0: the toy AE needs the decay to reach data-level precision.
+        sched = warmup_cosine(opt, self, warmup_frac=0.05)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
