@@ -60,7 +60,8 @@ class CIFAR10DataModule(ImageDataModule):
                 CIFAR10(self.data_dir, train=True, download=True)
             except (RuntimeError, OSError) as e:  # URLError is an OSError
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise self._missing(f"the download failed ({first}); check the network, or ") from None
+                raise MissingDataError("CIFAR-10", self.folder, LAYOUT, f"the download failed ({first}); check the "
+                                       f"network, or extract {URL} into <data_dir> and pass --data.download=false") from None
 
     def build_datasets(self):
         if not all(os.path.isfile(os.path.join(self.folder, f)) for f in FILES):

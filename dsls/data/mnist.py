@@ -53,7 +53,9 @@ class MNISTDataModule(ImageDataModule):
                     MNIST(self.data_dir, train=train, download=True)
             except (RuntimeError, OSError) as e:  # URLError is an OSError
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise self._missing(f"the download failed ({first}); check the network, or ") from None
+                raise MissingDataError("MNIST", self.raw_folder, LAYOUT, f"the download failed ({first}); check the "
+                                       "network, or copy the files above from a machine that has them and pass "
+                                       "--data.download=false") from None
 
     def _decompress(self) -> None:
         for name in RAW_FILES:

@@ -134,6 +134,8 @@ class LatentSearchModule(L.LightningModule):
                        os.path.join(out_dir, "search.ckpt"))
             save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
                                trajs, self.dataset_name)
+            if hasattr(self.logger, "log_image"):  # WandbLogger: the sample grid beside the metrics
+                self.logger.log_image(key="search/samples", images=[os.path.join(out_dir, "samples.png")])
             self.print(format_table(results))
         self.results = results
 
