@@ -45,7 +45,7 @@ class AdversarialModule(PhaseModule):
         sigma_max: Optional[float] = None,
         sigma_min: float = 0.03,
         num_levels: int = 10,
-        sigma_sampling: str = "loguniform",
+        sigma_sampling: str = "lowbiased",
         d_hidden: int = 256,
         d_depth: int = 3,
         d_embed_dim: int = 64,
@@ -54,10 +54,11 @@ class AdversarialModule(PhaseModule):
         lr_d: float = 2e-3,
         lr_ae: float = 1e-4,
         adv_weight: float = 0.1,
-        score_matching_weight: float = 0.0,
+        score_matching_weight: float = 1.0,
         autoencoder: Optional[dict] = None,
     ):
         """sigma_max=None sets σ_max to the largest pairwise distance between codes at the start of fit.
+        The defaults are the toy study's best recipe (README "Results"): σ low-biased, DSM weight 1.
 
         score_matching_weight > 0 adds a denoising-score-matching term on s(z, σ) built from D's logit
         (a regulariser that keeps ∇z logit D informative where BCE saturates); 0 is pure BCE.
@@ -95,19 +96,26 @@ class AdversarialModule(PhaseModule):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.hparams.mode == "posthoc":
-            self.autoencoder.eval()  # frozen: BatchNorm statistics must not move either
+            self.autoencoder.eval()  # frozen: its running code statistics must not move either
         return self
 
     @torch.no_grad()
     def on_fit_start(self) -> None:
-        if not math.isnan(self.sigma_max.item()):
-            return
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: σ_max and the code statistics come from the checkpoint
+        if self.trainer.datamodule is None:
+            raise ValueError("AdversarialModule reads code statistics from the datamodule: fit with datamodule=…")
+        was_training = self.autoencoder.training
+        self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
         codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device)) for b, _ in
                            zip(self.trainer.datamodule.train_dataloader(), range(8))])[:2048]
+        self.autoencoder.train(was_training)
         smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
         var = self.trainer.strategy.reduce(codes.var(0).mean(), reduce_op="mean")
-        self.sigma_max.fill_(float(smax))
         self.discriminator.code_var.fill_(float(var))
+        if not math.isnan(self.sigma_max.item()):
+            return
+        self.sigma_max.fill_(float(smax))
         self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
 
     def _noisy(self, z: torch.Tensor):
