@@ -118,15 +118,21 @@ def test_train_cifar_without_data_stops_with_the_layout(tmp_path, monkeypatch, c
     assert msg.startswith("error: CIFAR-10 data not found") and "cifar-10-batches-py" in msg and "download" in msg
 
 
+class StopAfterFirstEpoch(L.Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True  # preemption: the same command, cut short
+
+
 def test_cli_resume_with_ckpt_path_last(tmp_path):
     import torch
 
     run = tmp_path / "run"
     base = ["fit", "--config", "configs/toy/reconstruction.yaml", "--trainer.logger=false", "--trainer.max_steps=-1",
-            "--trainer.limit_val_batches=0", "--data.train_size=512", "--data.batch_size=128", "--model.hidden=8",
-            f"--run_dir={run}"]
-    main(base + ["--trainer.max_epochs=1"])
-    cli = main(base + ["--trainer.max_epochs=2", "--ckpt_path=last"])
+            "--trainer.max_epochs=2", "--trainer.limit_val_batches=0", "--data.train_size=512",
+            "--data.batch_size=128", "--model.hidden=8", f"--run_dir={run}"]
+    main(base + [f"--trainer.callbacks+={__name__}.StopAfterFirstEpoch"])
+    assert torch.load(run / "reconstruction/checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
+    cli = main(base + ["--ckpt_path=last"])
     assert cli.trainer.global_step == 8  # 4 steps restored + 4 new, not 8 new
     assert torch.load(run / "reconstruction/checkpoints/last.ckpt", weights_only=False)["global_step"] == 8
 
