@@ -7,11 +7,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def group_norm(c: int) -> nn.GroupNorm:
+    """Up to 32 groups of ≥4 channels; a power of two dividing c, so any base width (36, 3, ...) is valid."""
+    g = 1
+    while g < 32 and c % (2 * g) == 0 and c // (2 * g) >= 4:
+        g *= 2
+    return nn.GroupNorm(g, c)
+
+
 def block(cin: int, cout: int, depth: int) -> list[nn.Module]:
     layers = []
     for i in range(depth):
-        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.GroupNorm(min(32, cout // 4), cout), nn.SiLU()]
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), group_norm(cout), nn.SiLU()]
     return layers
+
+
+def check(data_shape: Sequence[int], channel_mult: Sequence[int], who: str) -> int:
+    """Validate the image size and return the final feature-map side (32 halved once per multiplier)."""
+    c, h, w = data_shape
+    if h != w or h not in (28, 32):
+        raise ValueError(f"{who} handles 28 or 32 px square images, got {h}×{w}; use arch=resnet for 64–256")
+    if not 1 <= len(channel_mult) <= 4:  # 32 px halves at most 4 times and still leaves a 2×2 map
+        raise ValueError(f"{who}: channel_mult {tuple(channel_mult)} has {len(channel_mult)} entries; "
+                         "use a channel_mult of length 1–4 (3 → 4×4, the default)")
+    return 32 // 2 ** len(channel_mult)
 
 
 class ConvEncoder(nn.Module):
@@ -20,9 +39,8 @@ class ConvEncoder(nn.Module):
     def __init__(self, data_shape: Sequence[int], latent_dim: int, hidden: int = 64, depth: int = 1,
                  channel_mult: Sequence[int] = (1, 2, 4)):
         super().__init__()
-        c, h, w = data_shape
-        if h != w or h not in (28, 32):
-            raise ValueError(f"ConvEncoder takes 28 or 32 px square images, got {h}×{w}; use arch=resnet for 64–256")
+        side = check(data_shape, channel_mult, "ConvEncoder")
+        c, h, _ = data_shape
         self.pad = (32 - h) // 2
         chans = [hidden * m for m in channel_mult]
         layers, cin = [nn.Conv2d(c, chans[0], 3, padding=1)], chans[0]
@@ -30,7 +48,6 @@ class ConvEncoder(nn.Module):
             layers += block(cin, cout, depth) + [nn.Conv2d(cout, cout, 4, stride=2, padding=1)]
             cin = cout
         self.net = nn.Sequential(*layers, nn.SiLU())
-        side = 32 // 2 ** len(chans)
         self.out = nn.Linear(cin * side * side, latent_dim)
 
     def forward(self, x):
@@ -43,12 +60,11 @@ class ConvDecoder(nn.Module):
     def __init__(self, data_shape: Sequence[int], latent_dim: int, hidden: int = 64, depth: int = 1, tanh: bool = True,
                  channel_mult: Sequence[int] = (1, 2, 4)):
         super().__init__()
-        c, h, w = data_shape
-        if h != w or h not in (28, 32):
-            raise ValueError(f"ConvDecoder makes 28 or 32 px square images, got {h}×{w}; use arch=resnet for 64–256")
+        side = check(data_shape, channel_mult, "ConvDecoder")
+        c, h, _ = data_shape
         self.crop = (32 - h) // 2
         chans = [hidden * m for m in channel_mult][::-1]
-        self.side, self.c0 = 32 // 2 ** len(chans), chans[0]
+        self.side, self.c0 = side, chans[0]
         self.inp = nn.Linear(latent_dim, chans[0] * self.side**2)
         layers, cin = [], chans[0]
         for cout in chans:  # 4 → 8 → 16 → 32

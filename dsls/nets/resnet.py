@@ -6,9 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
-
-def norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, max(1, c // 4)), c)
+from dsls.nets.conv import group_norm as norm
 
 
 class ResBlock(nn.Module):
@@ -23,12 +21,14 @@ class ResBlock(nn.Module):
 
 
 def final_side(size: int, channel_mult: Sequence[int]) -> int:
-    side = size // 2 ** (len(channel_mult) - 1)
-    if side not in (4, 8) or side * 2 ** (len(channel_mult) - 1) != size:
-        fits = [n + 1 for n in range(1, 9) if size // 2**n in (4, 8) and size % 2**n == 0]
-        raise ValueError(f"{size} px with {len(channel_mult)} channel multipliers ends at {size}/2^"
-                         f"{len(channel_mult) - 1}, not 4 or 8 px; use a channel_mult of length {fits}")
-    return side
+    n = len(channel_mult) - 1  # downsamplings
+    if n >= 0 and size % 2**n == 0 and size // 2**n in (4, 8):
+        return size // 2**n
+    fits = [k + 1 for k in range(1, 9) if size % 2**k == 0 and size // 2**k in (4, 8)]
+    hint = (f"use a channel_mult of length {' or '.join(map(str, fits))}" if fits else
+            "the image side must be 4 or 8 times a power of two (64, 128, 256, ...)")
+    raise ValueError(f"ResNet: {size} px with channel_mult {tuple(channel_mult)} halves {max(n, 0)} times "
+                     f"to {size / 2 ** max(n, 0):g} px, not 4 or 8; {hint}")
 
 
 class ResNetEncoder(nn.Module):
