@@ -1,4 +1,5 @@
 """Distributed search: Trainer.predict on 2 CPU processes (gloo) gathers exactly N samples, none twice."""
+import json
 import os
 import subprocess
 import sys
@@ -48,13 +49,12 @@ def test_ddp_predict_gathers_exactly_n_unique(tmp_path):
 def test_ddp_adversarial_fit(tmp_path, mode):
     """DDP with find_unused_parameters=False: fails loudly if any trainable parameter misses its gradient."""
     ae = _fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, tmp_path / "ae.ckpt")
-    out = subprocess.run([sys.executable, os.path.join(HERE, "ddp_fit_script.py"), ae, mode], capture_output=True,
-                         text=True, timeout=300, cwd=os.path.dirname(HERE))
+    out = subprocess.run([sys.executable, os.path.join(HERE, "ddp_fit_script.py"), ae, mode, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE))
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("DDP-CHECKSUMS")]
-    assert len(lines) == 2
-    every = eval(lines[0].split(" ", 2)[2])  # [[d, ae] per rank]
-    assert every[0] == pytest.approx(every[1], rel=1e-9, abs=1e-9)  # the ranks stayed in sync
+    seen = [json.loads((tmp_path / f"checksums-rank{r}.json").read_text()) for r in range(2)]  # [[d, ae] per rank]
+    assert seen[0] == seen[1]  # both ranks gathered the same table
+    assert seen[0][0] == pytest.approx(seen[0][1], rel=1e-9, abs=1e-9)  # the ranks' weights stayed in sync
 
 
 def test_frozen_discriminator_passes_gradient_to_codes_only():
