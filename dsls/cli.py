@@ -9,6 +9,7 @@ Every run writes into a run folder (--run_dir, default runs/<dataset>/<timestamp
 """
 from __future__ import annotations
 
+import importlib
 import netrc
 import os
 import time
@@ -19,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from dsls.data.images import MissingDataError
+from dsls.metrics.fidelity import MissingWeightsError
 from dsls.phases.base import PhaseCheckpointError
 
 
@@ -54,7 +56,10 @@ def _dataset_of(cfg) -> str:
 
 
 def _phase_of(cfg) -> str:
-    return cfg.model.class_path.rsplit(".", 1)[-1].replace("Module", "").lower()
+    """The module's `phase` tag (reconstruction, adversarial, pixel_ncsn, search): the phase folder's name."""
+    module_path, name = cfg.model.class_path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_path), name, None)
+    return getattr(cls, "phase", None) or name.replace("Module", "").lower()
 
 
 class DSLSCLI(LightningCLI):
@@ -69,11 +74,11 @@ class DSLSCLI(LightningCLI):
         phase = _phase_of(cfg)
         run_dir = cfg.run_dir
         if run_dir is None:
-            ckpt = cfg.model.init_args.get("ckpt") if phase == "latentsearch" else None
+            ckpt = cfg.model.init_args.get("ckpt") if phase == "search" else None
             run_dir = (str(Path(ckpt).resolve().parents[2]) if ckpt and Path(ckpt).is_file()
                        else os.path.join("runs", _dataset_of(cfg), time.strftime("%Y%m%d-%H%M%S")))
         cfg.run_dir = run_dir
-        phase_dir = run_dir if phase == "latentsearch" else os.path.join(run_dir, phase)
+        phase_dir = run_dir if phase == "search" else os.path.join(run_dir, phase)
         cfg.trainer.default_root_dir = phase_dir
         if cfg.checkpoint.dirpath is None:
             cfg.checkpoint.dirpath = os.path.join(phase_dir, "checkpoints")
@@ -95,7 +100,7 @@ def main(args=None, run: bool = True, **kwargs) -> DSLSCLI:
                    parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
 
-USER_ERRORS = (MissingDataError, PhaseCheckpointError)  # errors whose message says what to do: no traceback
+USER_ERRORS = (MissingDataError, MissingWeightsError, PhaseCheckpointError)  # errors whose message says what to do: no traceback
 
 
 def console_main() -> None:

@@ -56,6 +56,14 @@ def check_finite(z: torch.Tensor, where: str) -> None:
         )
 
 
+def check_level(flags: list[torch.Tensor], z: torch.Tensor, level: int, sigma: float) -> None:
+    """flags[t]: 'z has a NaN/Inf after step t', kept on the device so a GPU syncs once per level, not per step.
+    NaN/Inf never heal, so the first flagged step is where the search diverged."""
+    if flags and torch.stack(flags).any():
+        step = int(torch.stack(flags).nonzero()[0])
+        check_finite(z, f"at level {level} (sigma={sigma:.4g}), step {step}")
+
+
 @register("none")
 def sample_none(score_fn, n0, ladder, **_) -> SamplerOutput:
     """Plain AAE sampling: z ~ N(0, I), no search."""
@@ -82,12 +90,13 @@ def sample_langevin(
     z = initial_latent(n0, ladder, init)
     z0, traj, nfe = z.clone(), [z[:track].clone()] if track else [], 0
     for i, sigma in enumerate(ladder.sigmas.tolist()):
-        alpha = eps0 * (sigma / ladder.sigma_min) ** 2
+        alpha, flags = eps0 * (sigma / ladder.sigma_min) ** 2, []
         for t in range(steps_per_level):
             noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             z = z + 0.5 * alpha * score_fn(z, sigma) + math.sqrt(alpha) * noise
             nfe += 1
-            check_finite(z, f"at level {i} (sigma={sigma:.4g}), step {t}")
+            flags.append(~torch.isfinite(z).all())
+        check_level(flags, z, i, sigma)
         if track:
             traj.append(z[:track].clone())
     if denoise:

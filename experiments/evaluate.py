@@ -30,7 +30,7 @@ def search_settings(ckpt_path: str) -> dict:
     phase = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
     if phase == "search":
         return {**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}, "out_dir": None}
-    if phase == "adversarial":
+    if phase in ("adversarial", "pixel_ncsn"):
         saved = Path(ckpt_path).resolve().parents[2] / "config.yaml"  # <run>/adversarial/checkpoints/x.ckpt
         hp = {}
         if saved.is_file():
@@ -39,7 +39,17 @@ def search_settings(ckpt_path: str) -> dict:
                 hp = dict(model.get("init_args") or {}, out_dir=None)
         return dict(hp, ckpt=ckpt_path)
     raise PhaseCheckpointError(f"--ckpt={ckpt_path} is {'a ' + phase if phase else 'not a dsls'} checkpoint; "
-                               "evaluate.py takes a phase-2 (adversarial) checkpoint or a search.ckpt.")
+                               "evaluate.py takes a phase-2 (adversarial) or pixel_ncsn checkpoint, or a search.ckpt.")
+
+
+def _number_or(value):
+    """YAML 1.1 reads 1e4 (no dot) as a string; the CLI reads it as a number, and so do we."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_overrides(items: list[str], prefix: str) -> dict:
@@ -48,7 +58,7 @@ def parse_overrides(items: list[str], prefix: str) -> dict:
         if not item.startswith(f"--{prefix}.") or "=" not in item:
             continue
         key, value = item[len(prefix) + 3:].split("=", 1)
-        out[key] = yaml.safe_load(value)
+        out[key] = _number_or(yaml.safe_load(value))
     return out
 
 

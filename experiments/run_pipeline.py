@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 
 PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
+ALL_PHASES = PHASES + [("pixel_ncsn", "fit")]  # the pixel-space baseline: experiments/ablate.py trains it too
+NEEDS = {"adversarial": ("--model.autoencoder_ckpt", "reconstruction"), "search": ("--model.ckpt", "adversarial")}
 
 
 def _accepts(config: dict, arg: str) -> bool:
@@ -44,40 +46,43 @@ def phase_args(phase: str, config: dict, overrides: list[str]) -> list[str]:
         prefix = f"--{phase}."
         if arg.startswith(prefix):
             out.append("--" + arg[len(prefix):])
-        elif not any(arg.startswith(f"--{p}.") for p, _ in PHASES) and _accepts(config, arg):
+        elif not any(arg.startswith(f"--{p}.") for p, _ in ALL_PHASES) and _accepts(config, arg):
             out.append(arg)
     return out
 
 
-def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = None, resume: bool = False) -> dict:
+def last_ckpt(run_dir: str, phase: str) -> str:
+    return os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
+
+
+def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = None, resume: bool = False,
+                 phases: list[tuple[str, str]] = PHASES) -> dict:
+    """Run `phases` in order into one run folder; each takes the checkpoint of the phase it NEEDS from there."""
     from dsls.cli import main
 
     config_dir = Path(config_dir)
     run_dir = run_dir or os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S"))
-    prev_ckpt, timings = None, {}
-    for phase, subcommand in PHASES:
-        ckpt = os.path.join(run_dir, phase, "checkpoints", "last.ckpt")
+    timings = {}
+    for phase, subcommand in phases:
         done = os.path.join(run_dir, phase, "DONE")  # written when a fit phase finished, not when it was preempted
         if resume and os.path.isfile(done):
-            prev_ckpt = ckpt
             continue
         cfg_path = config_dir / f"{phase}.yaml"
         config = yaml.safe_load(cfg_path.read_text())
         args = [subcommand, "--config", str(cfg_path), *phase_args(phase, config, overrides), f"--run_dir={run_dir}"]
-        if phase == "adversarial":
-            args.append(f"--model.autoencoder_ckpt={prev_ckpt}")
-        elif phase == "search":
-            args.append(f"--model.ckpt={prev_ckpt}")
-        if resume and subcommand == "fit" and os.path.isfile(ckpt):
-            args.append(f"--ckpt_path={ckpt}")  # a preempted phase continues where it stopped
+        if phase in NEEDS:
+            flag, needed = NEEDS[phase]
+            args.append(f"{flag}={last_ckpt(run_dir, needed)}")
+        if resume and subcommand == "fit" and os.path.isfile(last_ckpt(run_dir, phase)):
+            args.append(f"--ckpt_path={last_ckpt(run_dir, phase)}")  # a preempted phase continues where it stopped
         t0 = time.time()
         print(f"\n=== phase {phase}: dsls {' '.join(args)}", flush=True)
         main(args)
         timings[phase] = time.time() - t0
         if subcommand == "fit":
             Path(done).write_text(f"{timings[phase]:.0f} s\n")
-        prev_ckpt = ckpt
-    results = json.loads(Path(run_dir, "results.json").read_text())
+    results_path = Path(run_dir, "results.json")
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     return {"run_dir": run_dir, "results": results, "seconds": timings}
 
 

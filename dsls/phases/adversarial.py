@@ -90,8 +90,15 @@ class AdversarialModule(PhaseModule):
     def ladder(self) -> SigmaLadder:
         return SigmaLadder(self.sigma_max.item(), self.hparams.sigma_min, self.hparams.num_levels)
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.autoencoder.latent_dim,)
+
     def score(self, z: torch.Tensor, sigma) -> torch.Tensor:
         return latent_score(self.discriminator, z, sigma)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(z)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -7,8 +7,8 @@ import os
 import lightning as L
 import torch
 
-PHASES = {"reconstruction": 1, "adversarial": 2}
-FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt"}
+PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline"}
+FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt"}
 
 
 def init_args(frame_locals: dict) -> dict:
@@ -43,23 +43,27 @@ def _an(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
-def load_phase_checkpoint(path: str | os.PathLike | None, expected: str, flag: str | None = None) -> dict:
-    """Load a checkpoint and check it was written by the `expected` phase, with an error that names the fix."""
-    flag = flag or FLAG_FOR[expected]
+def _describe(phases: tuple[str, ...]) -> str:
+    return " or ".join(f"{_an(p)} ({PHASES[p]}) checkpoint" for p in phases)
+
+
+def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[str, ...],
+                          flag: str | None = None) -> dict:
+    """Load a checkpoint and check it was written by an `expected` phase, with an error that names the fix."""
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    flag = flag or FLAG_FOR[expected[0]]
     if not path:
-        raise PhaseCheckpointError(f"{flag} is required: pass the {expected} (phase {PHASES[expected]}) checkpoint.")
+        raise PhaseCheckpointError(f"{flag} is required: pass {_describe(expected)}.")
     if not os.path.isfile(path):
         raise PhaseCheckpointError(
-            f"{flag}={path} does not exist. Pass a {expected} (phase {PHASES[expected]}) checkpoint, "
-            f"e.g. runs/<dataset>/<run>/{expected}/checkpoints/last.ckpt."
+            f"{flag}={path} does not exist. Pass {_describe(expected)}, "
+            f"e.g. runs/<dataset>/<run>/{expected[0]}/checkpoints/last.ckpt."
         )
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
-    if found != expected:
-        what = f"{_an(found)} (phase {PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
-        raise PhaseCheckpointError(
-            f"{flag}={path} is {what}, but this needs {_an(expected)} (phase {PHASES[expected]}) checkpoint."
-        )
+    if found not in expected:
+        what = f"{_an(found)} ({PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
+        raise PhaseCheckpointError(f"{flag}={path} is {what}, but this needs {_describe(expected)}.")
     return ckpt
 
 

@@ -36,17 +36,24 @@ class LatentSearchModule(L.LightningModule):
         seed: int = 0,
         track: int = 12,
         out_dir: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        fidelity: Sequence[str] = ("fid", "isc", "kid", "prc"),
+        fid_reference_split: str = "train",
+        feature_extractor_weights_path: Optional[str] = None,
     ):
-        """sigma_max/sigma_min/num_levels=None reuse the ladder D was trained on. init: 'wide' starts at
-        N(0, (1+σ_max²)I) (= p_σmax, default), 'prior' at N(0, I). track: trajectories kept for the plot."""
+        """ckpt: a phase-2 checkpoint (latent search), or a pixel_ncsn one (the pixel-space baseline, whose
+        results are keyed pixel_<sampler>). sigma_max/sigma_min/num_levels=None reuse the ladder D was trained on. init: 'wide' starts at
+        N(0, (1+σ_max²)I) (= p_σmax, default), 'prior' at N(0, I). track: trajectories kept for the plot.
+
+        Metrics (dsls.phases.search.sample_metrics): toy → modes/hq/rev_kl; digits, MNIST → classifier-FID
+        against the held-out split; other images → the `fidelity` metrics of torch-fidelity (Inception; [] to
+        skip) against `fid_reference_split`. data_dir=None reads the real data where the model was trained on it.
+        feature_extractor_weights_path: a local copy of the Inception weights (machines without internet)."""
         super().__init__()
         self.save_hyperparameters(init_args(locals()))
-        ck = load_phase_checkpoint(ckpt, "adversarial")
-        hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
-        self.model = AdversarialModule(**{**hp, "autoencoder_ckpt": None})
-        self.model.load_state_dict(ck["state_dict"])
-        self.model.eval().requires_grad_(False)
-        self.dataset_name = ck.get("dsls_dataset") or self.model.dataset_name
+        self.model = load_sampling_model(ckpt)
+        self.key_prefix = "pixel_" if self.model.phase == "pixel_ncsn" else ""  # results keys: pixel_langevin, ...
+        self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
         self._outputs: list[dict] = []
 
@@ -59,7 +66,7 @@ class LatentSearchModule(L.LightningModule):
     def on_predict_start(self) -> None:
         self._outputs = []
         g = torch.Generator().manual_seed(self.hparams.seed)
-        self.n0 = torch.randn(self.hparams.num_samples, self.model.autoencoder.latent_dim, generator=g)
+        self.n0 = torch.randn(self.hparams.num_samples, *self.model.latent_shape, generator=g)
 
     on_test_start = on_predict_start
 
@@ -74,14 +81,15 @@ class LatentSearchModule(L.LightningModule):
             res = run_sampler(name, self.model.score, n0, self.ladder, eps0=hp.eps0, steps_per_level=hp.steps_per_level,
                               denoise=hp.denoise, init=hp.init, track=hp.track if int(idx[0]) == 0 else 0, generator=g)
             with torch.no_grad():
-                x = self.model.autoencoder.decode(res.z)
+                x = self.model.decode(res.z)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             sec = time.perf_counter() - t0
-            out[name] = {"idx": idx.cpu(), "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": sec, "nfe": res.nfe}
+            out[self.key_prefix + name] = {"idx": idx.cpu(), "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": sec, "nfe": res.nfe}
             if res.trajectory:
                 with torch.no_grad():
-                    out[name]["trajectory"] = torch.stack([self.model.autoencoder.decode(t) for t in res.trajectory], 1).cpu()
+                    out[self.key_prefix + name]["trajectory"] = torch.stack([self.model.decode(t) for t in res.trajectory],
+                                                                            1).cpu()
         self._outputs.append(out)
         return {name: o["x"] for name, o in out.items()}
 
@@ -110,14 +118,15 @@ class LatentSearchModule(L.LightningModule):
 
         out_dir = self.hparams.out_dir or self.trainer.default_root_dir
         results, arrays, trajs = {}, {}, {}
-        for name in self.hparams.samplers:
+        for name in [self.key_prefix + n for n in self.hparams.samplers]:
             idx = self._gather(name, "idx")
             idx, first = np.unique(idx.cpu().numpy(), return_index=True)  # sorted; drops any padded repeats
             arr = {k: self._gather(name, k).cpu().numpy()[first].astype(np.float32) for k in ("x", "z0", "z")}
             n_local = sum(len(o[name]["idx"]) for o in self._outputs)
             sec = sum(o[name]["seconds"] for o in self._outputs) / max(n_local, 1)
             entry = {"seconds_per_sample": sec, "num_samples": int(len(idx)), "nfe": self._outputs[0][name]["nfe"]}
-            entry.update(sample_metrics(arr["x"], self.dataset_name))
+            if self.trainer.is_global_zero:  # samples were gathered once, above; rank 0 alone scores them
+                entry.update(sample_metrics(arr["x"], self.dataset_name, self._metric_options()))
             results[name], arrays[name] = entry, arr
             if "trajectory" in self._outputs[0][name]:
                 trajs[name] = self._outputs[0][name]["trajectory"].cpu().numpy()
@@ -139,6 +148,14 @@ class LatentSearchModule(L.LightningModule):
             self.print(format_table(results))
         self.results = results
 
+    def _metric_options(self) -> dict:
+        hp = self.hparams
+        data = dict(getattr(self.model, "datamodule_hparams", None) or {})
+        if hp.data_dir:
+            data["data_dir"] = hp.data_dir
+        return {"datamodule": data, "fidelity": list(hp.fidelity), "split": hp.fid_reference_split,
+                "feature_extractor_weights_path": hp.feature_extractor_weights_path}
+
     def on_predict_epoch_end(self) -> None:
         self._finish()
 
@@ -146,12 +163,55 @@ class LatentSearchModule(L.LightningModule):
         self._finish()
 
 
-def sample_metrics(x: np.ndarray, dataset_name: Optional[str]) -> dict:
+def load_sampling_model(ckpt: Optional[str]) -> L.LightningModule:
+    """Rebuild the frozen model a search samples from: phase 2 (D + autoencoder) or the pixel_ncsn baseline."""
+    from dsls.phases.pixel_ncsn import PixelNCSNModule
+
+    ck = load_phase_checkpoint(ckpt, ("adversarial", "pixel_ncsn"), flag="--model.ckpt")
+    hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
+    model = (PixelNCSNModule(**hp) if ck["dsls_phase"] == "pixel_ncsn"
+             else AdversarialModule(**{**hp, "autoencoder_ckpt": None}))
+    model.load_state_dict(ck["state_dict"])
+    model.dataset_name = ck.get("dsls_dataset") or model.dataset_name
+    model.datamodule_hparams = ck.get("datamodule_hyper_parameters")  # to find the real data for reference metrics
+    return model.eval().requires_grad_(False)
+
+
+def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional[dict] = None) -> dict:
+    """The data set's metrics of samples x (data space): see LatentSearchModule's docstring."""
     from dsls.metrics.toy import MIXTURES, toy_metrics
 
+    options = options or {}
+    data = options.get("datamodule") or {}
     if dataset_name in MIXTURES:
         return toy_metrics(x, dataset_name)
+    if dataset_name in ("digits", "mnist"):
+        from dsls.metrics.classifier import classifier_metrics
+
+        return classifier_metrics(x, dataset_name, data_dir=data.get("data_dir", "data"))
+    if x.ndim == 4 and options.get("fidelity") and data.get("_class_path"):
+        from dsls.metrics.fidelity import fidelity_metrics
+
+        split = options.get("split", "train")
+        reference = reference_dataset(data, split)
+        return fidelity_metrics(x, reference, f"{dataset_name}-{split}", metrics=tuple(options["fidelity"]),
+                                feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
     return {}
+
+
+def reference_dataset(datamodule_hparams: dict, split: str):
+    """The real `split` (train | val | test) of the data module a checkpoint was trained with."""
+    import importlib
+
+    hp = {k: v for k, v in datamodule_hparams.items() if not k.startswith("_")}
+    module_path, name = datamodule_hparams["_class_path"].rsplit(".", 1)
+    dm = getattr(importlib.import_module(module_path), name)(**hp)
+    dm.prepare_data()
+    dm.setup("fit")
+    ds = getattr(dm, f"{split}_set", None)
+    if ds is None:
+        raise ValueError(f"{name} has no {split!r} split; set --model.fid_reference_split to train, val or test")
+    return ds
 
 
 def merge_results(path: str, new: dict) -> dict:
@@ -164,7 +224,9 @@ def merge_results(path: str, new: dict) -> dict:
 
 
 def format_table(results: dict) -> str:
-    cols = ["modes", "hq_fraction", "rev_kl", "seconds_per_sample"]
+    metric_cols = ["modes", "hq_fraction", "rev_kl", "classifier_fid", "class_kl", "mean_confidence",
+                   "fid", "is_mean", "kid_mean", "precision", "recall"]
+    cols = [c for c in metric_cols if any(c in r for r in results.values())] + ["seconds_per_sample", "nfe"]
     fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["sampler | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
     lines += [f"{name} | " + " | ".join(fmt(r.get(c)) for c in cols) for name, r in results.items()]
