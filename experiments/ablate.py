@@ -6,7 +6,7 @@ It trains what the run folder lacks (phase 1, phase 2 and the pixel-space NCSN b
 reused, a preempted one resumes), then samples every row with the search settings of <config-dir>/search.yaml:
 
     no search                    x = G(z), z ~ N(0, I): the plain AAE sample
-    DS-LS, single σ (σ_min)      Langevin at σ_min only, the same total number of steps (L·T)
+    DS-LS, single σ (σ_min)      Langevin at σ_min only from z ~ N(0, I), the same total number of steps (L·T)
     DS-LS, annealed              the σ ladder, T steps per level
     pixel NCSN, same steps       annealed Langevin in pixel space, the same L, T and α_i/σ_i² as DS-LS
     pixel NCSN, matched wall     as many pixel score evaluations as fit in DS-LS's measured seconds per sample
@@ -67,12 +67,13 @@ def sample_row(ckpt: str, settings: dict, trainer_kw: dict, out_dir: str) -> dic
 
 
 def matched_budget(seconds: float, pixel_seconds: float, pixel_nfe: int, levels: int) -> dict:
-    """Pixel sampler settings that spend about `seconds` per sample: total evaluations = seconds / (cost of one)."""
-    budget = max(1, math.floor(seconds / (pixel_seconds / pixel_nfe)))
+    """Pixel sampler settings that spend about `seconds` per sample: total evaluations = seconds / (cost of one),
+    spread over at most `levels` levels with equal steps (at most levels − 1 evaluations left unspent)."""
+    budget = max(1, math.floor(seconds / (pixel_seconds / pixel_nfe) + 1e-9))
     denoise = budget >= 2
     steps = budget - int(denoise)
-    num_levels = min(levels, steps)
-    return {"num_levels": num_levels, "steps_per_level": max(1, steps // num_levels), "denoise": denoise}
+    per_level = math.ceil(steps / min(levels, steps))
+    return {"num_levels": steps // per_level, "steps_per_level": per_level, "denoise": denoise}
 
 
 def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) -> dict:
@@ -91,8 +92,9 @@ def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) ->
     pixel = {k: v for k, v in settings.items() if k not in ("sigma_max", "sigma_min")}
     rows = [
         ("no search", "none", adv, {**settings, "samplers": ["none"]}),
+        # single σ starts from the prior N(0, I): the wide start belongs to the annealed schedule's σ_max
         ("DS-LS, single σ (σ_min)", "single", adv, {**settings, "samplers": ["langevin"], "num_levels": 1,
-                                                    "steps_per_level": levels * steps}),
+                                                    "steps_per_level": levels * steps, "init": "prior"}),
         ("DS-LS, annealed", "annealed", adv, {**settings, "samplers": ["langevin"], "num_levels": levels}),
         ("pixel NCSN, same steps", "pixel", pix, {**pixel, "samplers": ["langevin"], "num_levels": levels,
                                                   "eps0": pixel_eps0}),

@@ -16,21 +16,15 @@ import os
 import sys
 
 import torch
-import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_utils import (PeakMemory, count_macs, env_lines, fmt, markdown_table,  # noqa: E402
+from bench_utils import (init_args, PeakMemory, count_macs, env_lines, fmt, markdown_table,  # noqa: E402
                          memory_method, pick_device, si, time_fn, write_json)
 
 from dsls.phases.adversarial import AdversarialModule  # noqa: E402
 from dsls.phases.pixel_ncsn import PixelNCSNModule  # noqa: E402
 from dsls.phases.search import load_sampling_model  # noqa: E402
 from dsls.samplers import SAMPLERS, run_sampler  # noqa: E402
-
-
-def init_args(config_dir: str, phase: str) -> dict:
-    with open(os.path.join(config_dir, f"{phase}.yaml")) as f:
-        return dict(yaml.safe_load(f)["model"].get("init_args") or {})
 
 
 def main(argv=None) -> dict:

@@ -25,21 +25,15 @@ from types import SimpleNamespace
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_utils import (PeakMemory, env_lines, fmt, markdown_table, memory_method, pick_device,  # noqa: E402
+from bench_utils import (init_args, PeakMemory, env_lines, fmt, markdown_table, memory_method, pick_device,  # noqa: E402
                          sync, write_json)
 
 from dsls.phases.adversarial import AdversarialModule  # noqa: E402
 from dsls.phases.base import warmup_cosine  # noqa: E402
 from dsls.phases.reconstruction import ReconstructionModule  # noqa: E402
-
-
-def init_args(config_dir: str, phase: str) -> dict:
-    with open(os.path.join(config_dir, f"{phase}.yaml")) as f:
-        return dict(yaml.safe_load(f)["model"].get("init_args") or {})
 
 
 class SyntheticCIFAR(L.LightningDataModule):
@@ -128,7 +122,7 @@ def plain_phase2(m: AdversarialModule, dm, total: int, warmup: int, dev: torch.d
     assert hp.mode == "posthoc"
     with torch.no_grad():  # code statistics, as on_fit_start (σ_max is given, so only code_var is set)
         codes = torch.cat([ae.encode(x.to(dev)) for (x, _), _ in zip(dm.train_dataloader(), range(8))])[:2048]
-        torch.cdist(codes, codes).max()
+        torch.cdist(codes, codes).max()  # on_fit_start computes it too (and ignores it when σ_max is given)
         D.code_var.fill_(float(codes.var(0).mean()))
     opt = torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.9, 0.99))
     sched = warmup_cosine(opt, SimpleNamespace(total_steps=total))

@@ -15,6 +15,7 @@ import time
 from typing import Callable, Optional
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other jobs' load, read at import
@@ -163,3 +164,9 @@ def write_json(path: Optional[str], obj: dict) -> None:
         with open(path, "w") as f:
             json.dump(obj, f, indent=2, default=str)
         print(f"wrote {path}")
+
+
+def init_args(config_dir: str, phase: str) -> dict:
+    """A config's model init_args (configs/<dataset>/<phase>.yaml)."""
+    with open(os.path.join(config_dir, f"{phase}.yaml")) as f:
+        return dict(yaml.safe_load(f)["model"].get("init_args") or {})

@@ -12,6 +12,7 @@ every search) carries its own. --model.X=value overrides either; --trainer.X=val
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import time
 from pathlib import Path
@@ -43,12 +44,9 @@ def search_settings(ckpt_path: str) -> dict:
 
 
 def _number_or(value):
-    """YAML 1.1 reads 1e4 (no dot) as a string; the CLI reads it as a number, and so do we."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    """YAML 1.1 reads 1e4 / 5e-4 (no dot) as strings; the CLI reads them as numbers, and so do we."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+        return float(value)
     return value
 
 

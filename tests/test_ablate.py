@@ -16,9 +16,12 @@ ROWS = ["no search", "DS-LS, single σ (σ_min)", "DS-LS, annealed", "pixel NCSN
 
 
 def test_matched_budget_spends_the_given_time():
-    # one pixel evaluation costs 0.01 s: 0.2 s buys 20 evaluations = 19 Langevin steps + the denoise step
+    # one pixel evaluation costs 0.01 s: 0.2 s buys 20 evaluations = the denoise step + 19 Langevin steps, of which
+    # 9 levels × 2 fit (equal steps per level)
     assert matched_budget(0.2, pixel_seconds=1.01, pixel_nfe=101, levels=10) == \
-        {"num_levels": 10, "steps_per_level": 1, "denoise": True}
+        {"num_levels": 9, "steps_per_level": 2, "denoise": True}
+    assert matched_budget(0.7, 1.0, 10, 10) == {"num_levels": 6, "steps_per_level": 1, "denoise": True}  # 7 evals
+    assert matched_budget(1.01, 1.01, 101, 10) == {"num_levels": 10, "steps_per_level": 10, "denoise": True}
     assert matched_budget(0.001, 1.01, 101, 10) == {"num_levels": 1, "steps_per_level": 1, "denoise": False}
 
 

@@ -131,8 +131,7 @@ def test_reference_features_are_cached(tmp_path):
 
 def test_missing_inception_weights_fail_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
-    if fid_mod._reachable(fid_mod._inception_url(), timeout=2):  # tests run offline; never download here
-        monkeypatch.setattr(fid_mod, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(fid_mod, "_reachable", lambda *a, **k: False)  # offline, as here: never touch the network
     x, ref = images(10, 7), TensorDataset(images(10, 8))
     t0 = time.perf_counter()
     with pytest.raises(MissingWeightsError, match="feature_extractor_weights_path") as err:
@@ -165,3 +164,13 @@ def test_callback_logs_fidelity_on_a_tiny_fit(tmp_path):
             v = t.callback_metrics[f"fidelity/{sampler}/{metric}"]
             assert torch.isfinite(v), (sampler, metric)
     assert list((tmp_path / "cache").glob("digits-val-n360-*-stat-fid-penultimate.pt"))
+
+
+def test_callback_checks_inception_weights_at_setup(tmp_path, monkeypatch):
+    from dsls.callbacks.fidelity import FidelityMetrics
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(fid_mod, "_reachable", lambda *a, **k: False)
+    with pytest.raises(MissingWeightsError, match="feature_extractor_weights_path"):  # at setup, not validation 5
+        FidelityMetrics(reference_name="cifar10-val").setup(None, None, "fit")
+    FidelityMetrics(reference_name="digits-val", feature_extractor="dsls-offline").setup(None, None, "fit")

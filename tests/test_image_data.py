@@ -234,3 +234,23 @@ def test_missing_data(tmp_path, make, layout):
     assert isinstance(e.value, FileNotFoundError) and layout in str(e.value)
     assert "To get it:" in str(e.value) and e.value.__cause__ is None
     assert str(pickle.loads(pickle.dumps(e.value))) == str(e.value)  # survives the trip between DDP ranks
+
+
+def test_fid_reference_is_unflipped_and_named_by_its_settings(tmp_path):
+    """The search's FID reference: the checkpoint's data module rebuilt without random flips, cached under a
+    name that changes with anything that changes the images (here the size)."""
+    from dsls.phases.search import reference_dataset
+
+    make_cifar(tmp_path)
+    hp = {"_class_path": "dsls.data.cifar10.CIFAR10DataModule", "data_dir": str(tmp_path), "download": False,
+          "val_size": 10, "random_flip": True, "image_size": 32, "num_workers": 0, "batch_size": 7}
+    ds, name = reference_dataset(hp, "train")
+    assert len(ds) == 50 and name.startswith("cifar10-train-")
+    torch.manual_seed(0)
+    first = torch.stack([ds[i][0] for i in range(8)])
+    torch.manual_seed(1)
+    assert torch.equal(first, torch.stack([ds[i][0] for i in range(8)]))  # no random flip in the reference
+    assert reference_dataset({**hp, "batch_size": 64}, "train")[1] == name  # loader settings don't matter
+    assert reference_dataset({**hp, "image_size": 16}, "train")[1] != name
+    with pytest.raises(ValueError, match="fid_reference_split"):
+        reference_dataset(hp, "nope")

@@ -1,6 +1,5 @@
 """The three phase modules on CPU: fast_dev_run, the post-hoc freeze, joint mode, checkpoint errors, the CLI."""
 import json
-import os
 
 import lightning as L
 import numpy as np
@@ -95,6 +94,25 @@ def test_search_predict_writes_contract(ckpts, tmp_path):
     assert (tmp_path / "samples.png").stat().st_size > 1000
     none = np.load(tmp_path / "samples-none.npz")
     assert np.array_equal(none["z0"], none["z"])  # no search: the prior draw is decoded as is
+
+
+def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tmp_path, monkeypatch):
+    import dsls.metrics.fidelity as fid_mod
+    from dsls.metrics.fidelity import MissingWeightsError
+
+    ck = torch.load(ckpts["adv"], weights_only=False)  # pretend it was trained on CIFAR-10 (FID via Inception)
+    ck["dsls_dataset"] = "cifar10"
+    ck["datamodule_hyper_parameters"] = {"_class_path": "dsls.data.cifar10.CIFAR10DataModule", "data_dir": "nowhere"}
+    torch.save(ck, tmp_path / "cifar.ckpt")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no Inception weights cached, and no network:
+    monkeypatch.setattr(fid_mod, "_reachable", lambda *a, **k: False)
+    kw = dict(ckpt=str(tmp_path / "cifar.ckpt"), num_samples=20, batch_size=20, steps_per_level=1)
+    with pytest.raises(MissingWeightsError, match="feature_extractor_weights_path"):
+        trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
+    assert not (tmp_path / "a").exists()  # stopped before any sampling, not after
+    trainer(inference_mode=False).predict(LatentSearchModule(**kw, fidelity=[], out_dir=str(tmp_path / "b")))
+    assert set(json.loads((tmp_path / "b/results.json").read_text())["langevin"]) == {"seconds_per_sample",
+                                                                                     "num_samples", "nfe"}
 
 
 def test_search_is_reproducible_and_test_step_agrees(ckpts, tmp_path):

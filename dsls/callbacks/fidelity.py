@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import lightning as L
 import torch
 
-from dsls.metrics.fidelity import fidelity_metrics
+from dsls.metrics.fidelity import check_inception_weights, fidelity_metrics
 from dsls.samplers import run_sampler
 
 
@@ -33,6 +33,11 @@ class FidelityMetrics(L.Callback):
                           "feature_extractor_weights_path": feature_extractor_weights_path,
                           "kid_subset_size": kid_subset_size, "cache_root": cache_root}
         self._validations = 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Missing Inception weights stop the run now, on every rank, not at the first scored validation."""
+        if self.metric_kw["feature_extractor"] is None:
+            check_inception_weights(self.metric_kw["feature_extractor_weights_path"])
 
     def _sample(self, pl_module: L.LightningModule, name: str, n: int, rank: int) -> torch.Tensor:
         """This rank's n samples from one sampler, float (n, C, H, W) in data space."""

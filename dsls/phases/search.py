@@ -47,12 +47,17 @@ class LatentSearchModule(L.LightningModule):
 
         Metrics (dsls.phases.search.sample_metrics): toy → modes/hq/rev_kl; digits, MNIST → classifier-FID
         against the held-out split; other images → the `fidelity` metrics of torch-fidelity (Inception; [] to
-        skip) against `fid_reference_split`. data_dir=None reads the real data where the model was trained on it.
+        skip all image metrics) against `fid_reference_split`. data_dir=None reads the real data where the
+        model was trained on it.
         feature_extractor_weights_path: a local copy of the Inception weights (machines without internet)."""
         super().__init__()
         self.save_hyperparameters(init_args(locals()))
         self.model = load_sampling_model(ckpt)
-        self.key_prefix = "pixel_" if self.model.phase == "pixel_ncsn" else ""  # results keys: pixel_langevin, ...
+        pixel = self.model.phase == "pixel_ncsn"
+        self.key_prefix = "pixel_" if pixel else ""  # results keys: pixel_langevin, ...
+        # 'none' on a pixel model would just be Gaussian noise images: not a baseline worth scoring
+        self.samplers = [n for n in samplers if not (pixel and n == "none")]
+        self.sampler_keys = [self.key_prefix + n for n in self.samplers]
         self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
         self._outputs: list[dict] = []
@@ -65,6 +70,10 @@ class LatentSearchModule(L.LightningModule):
 
     def on_predict_start(self) -> None:
         self._outputs = []
+        if metric_kind(self.dataset_name, self._metric_options()) == "fidelity":  # fail before sampling, every rank
+            from dsls.metrics.fidelity import check_inception_weights
+
+            check_inception_weights(self.hparams.feature_extractor_weights_path)
         g = torch.Generator().manual_seed(self.hparams.seed)
         self.n0 = torch.randn(self.hparams.num_samples, *self.model.latent_shape, generator=g)
 
@@ -73,7 +82,7 @@ class LatentSearchModule(L.LightningModule):
     def _search(self, idx: torch.Tensor) -> dict:
         hp, out = self.hparams, {}
         n0 = self.n0[idx.cpu()].to(self.device)
-        for k, name in enumerate(hp.samplers):
+        for k, name in enumerate(self.samplers):
             g = torch.Generator(self.device).manual_seed(hp.seed * 7919 + k * 104729 + int(idx[0]))
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
@@ -118,35 +127,37 @@ class LatentSearchModule(L.LightningModule):
 
         out_dir = self.hparams.out_dir or self.trainer.default_root_dir
         results, arrays, trajs = {}, {}, {}
-        for name in [self.key_prefix + n for n in self.hparams.samplers]:
+        for name in self.sampler_keys:  # every collective first: nothing below can strand a rank in a gather
             idx = self._gather(name, "idx")
             idx, first = np.unique(idx.cpu().numpy(), return_index=True)  # sorted; drops any padded repeats
-            arr = {k: self._gather(name, k).cpu().numpy()[first].astype(np.float32) for k in ("x", "z0", "z")}
+            arrays[name] = {k: self._gather(name, k).cpu().numpy()[first].astype(np.float32) for k in ("x", "z0", "z")}
             n_local = sum(len(o[name]["idx"]) for o in self._outputs)
             sec = sum(o[name]["seconds"] for o in self._outputs) / max(n_local, 1)
-            entry = {"seconds_per_sample": sec, "num_samples": int(len(idx)), "nfe": self._outputs[0][name]["nfe"]}
-            if self.trainer.is_global_zero:  # samples were gathered once, above; rank 0 alone scores them
-                entry.update(sample_metrics(arr["x"], self.dataset_name, self._metric_options()))
-            results[name], arrays[name] = entry, arr
+            results[name] = {"seconds_per_sample": sec, "num_samples": int(len(idx)), "nfe": self._outputs[0][name]["nfe"]}
             if "trajectory" in self._outputs[0][name]:
                 trajs[name] = self._outputs[0][name]["trajectory"].cpu().numpy()
+        self.results = results
+        if not self.trainer.is_global_zero:
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        for name, arr in arrays.items():  # the samples are on disk before any metric can fail
+            np.savez(os.path.join(out_dir, f"samples-{name}.npz"), **arr)
+        # the phase-3 "checkpoint": everything needed to rerun this search (experiments/evaluate.py takes it)
+        torch.save({"dsls_phase": "search", "dsls_dataset": self.dataset_name, "hyper_parameters": dict(self.hparams)},
+                   os.path.join(out_dir, "search.ckpt"))
+        try:
+            for name, arr in arrays.items():  # gathered once above; rank 0 alone scores them
+                results[name].update(sample_metrics(arr["x"], self.dataset_name, self._metric_options()))
+        finally:
+            merge_results(os.path.join(out_dir, "results.json"), results)
         if self.logger is not None:  # e.g. the W&B sweep's metric search/langevin/<metric>
             self.logger.log_metrics({f"search/{n}/{k}": v for n, r in results.items() for k, v in r.items()
                                      if isinstance(v, (int, float))})
-        if self.trainer.is_global_zero:
-            os.makedirs(out_dir, exist_ok=True)
-            for name, arr in arrays.items():
-                np.savez(os.path.join(out_dir, f"samples-{name}.npz"), **arr)
-            merge_results(os.path.join(out_dir, "results.json"), results)
-            # the phase-3 "checkpoint": everything needed to rerun this search (experiments/evaluate.py takes it)
-            torch.save({"dsls_phase": "search", "dsls_dataset": self.dataset_name, "hyper_parameters": dict(self.hparams)},
-                       os.path.join(out_dir, "search.ckpt"))
-            save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
-                               trajs, self.dataset_name)
-            if hasattr(self.logger, "log_image"):  # WandbLogger: the sample grid beside the metrics
-                self.logger.log_image(key="search/samples", images=[os.path.join(out_dir, "samples.png")])
-            self.print(format_table(results))
-        self.results = results
+        save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
+                           trajs, self.dataset_name)
+        if hasattr(self.logger, "log_image"):  # WandbLogger: the sample grid beside the metrics
+            self.logger.log_image(key="search/samples", images=[os.path.join(out_dir, "samples.png")])
+        self.print(format_table(results))
 
     def _metric_options(self) -> dict:
         hp = self.hparams
@@ -177,41 +188,65 @@ def load_sampling_model(ckpt: Optional[str]) -> L.LightningModule:
     return model.eval().requires_grad_(False)
 
 
-def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional[dict] = None) -> dict:
-    """The data set's metrics of samples x (data space): see LatentSearchModule's docstring."""
-    from dsls.metrics.toy import MIXTURES, toy_metrics
+def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
+    """Which metrics a data set gets: 'toy', 'classifier' (digits, MNIST at 28 px), 'fidelity' (other images,
+    Inception) or None (options['fidelity'] = [] skips the image metrics)."""
+    from dsls.metrics.toy import MIXTURES
 
-    options = options or {}
     data = options.get("datamodule") or {}
     if dataset_name in MIXTURES:
+        return "toy"
+    if not options.get("fidelity"):
+        return None
+    if dataset_name == "digits" or (dataset_name == "mnist" and data.get("image_size", 28) == 28):
+        return "classifier"
+    if dataset_name != "mnist" and data.get("_class_path"):
+        return "fidelity"
+    return None
+
+
+def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional[dict] = None) -> dict:
+    """The data set's metrics of samples x (data space): see LatentSearchModule's docstring."""
+    options = options or {}
+    data = options.get("datamodule") or {}
+    kind = metric_kind(dataset_name, options)
+    if kind == "toy":
+        from dsls.metrics.toy import toy_metrics
+
         return toy_metrics(x, dataset_name)
-    if dataset_name in ("digits", "mnist"):
+    if kind == "classifier":
         from dsls.metrics.classifier import classifier_metrics
 
         return classifier_metrics(x, dataset_name, data_dir=data.get("data_dir", "data"))
-    if x.ndim == 4 and options.get("fidelity") and data.get("_class_path"):
+    if kind == "fidelity":
         from dsls.metrics.fidelity import fidelity_metrics
 
         split = options.get("split", "train")
-        reference = reference_dataset(data, split)
-        return fidelity_metrics(x, reference, f"{dataset_name}-{split}", metrics=tuple(options["fidelity"]),
+        reference, name = reference_dataset(data, split)
+        return fidelity_metrics(x, reference, name, metrics=tuple(options["fidelity"]),
                                 feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
     return {}
 
 
 def reference_dataset(datamodule_hparams: dict, split: str):
-    """The real `split` (train | val | test) of the data module a checkpoint was trained with."""
+    """The real `split` (train | val | test) of the data module a checkpoint was trained with, without random flips,
+    and its cache name: data set, split and a hash of the settings that change the images (size, category, ...)."""
+    import hashlib
     import importlib
 
     hp = {k: v for k, v in datamodule_hparams.items() if not k.startswith("_")}
-    module_path, name = datamodule_hparams["_class_path"].rsplit(".", 1)
-    dm = getattr(importlib.import_module(module_path), name)(**hp)
+    if "random_flip" in hp:
+        hp["random_flip"] = False
+    module_path, cls_name = datamodule_hparams["_class_path"].rsplit(".", 1)
+    dm = getattr(importlib.import_module(module_path), cls_name)(**hp)
     dm.prepare_data()
     dm.setup("fit")
     ds = getattr(dm, f"{split}_set", None)
     if ds is None:
-        raise ValueError(f"{name} has no {split!r} split; set --model.fid_reference_split to train, val or test")
-    return ds
+        raise ValueError(f"{cls_name} has no {split!r} split; set --model.fid_reference_split to train, val or test")
+    looks = {k: v for k, v in sorted(hp.items()) if k not in ("batch_size", "num_workers", "pin_memory", "seed")}
+    tag = hashlib.sha1(repr((datamodule_hparams["_class_path"], looks)).encode()).hexdigest()[:8]
+    return ds, f"{getattr(dm, 'dataset_name', cls_name)}-{split}-{tag}"
 
 
 def merge_results(path: str, new: dict) -> dict:
