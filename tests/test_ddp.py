@@ -57,6 +57,25 @@ def test_ddp_adversarial_fit(tmp_path, mode):
     assert seen[0][0] == pytest.approx(seen[0][1], rel=1e-9, abs=1e-9)  # the ranks' weights stayed in sync
 
 
+@pytest.mark.slow
+def test_ddp_fidelity_callback_gathers_every_rank_once(tmp_path):
+    from dsls.data import DigitsDataModule
+
+    ae = ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True)
+    t = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    t.fit(ae, datamodule=DigitsDataModule(batch_size=32))
+    t.save_checkpoint(tmp_path / "ae.ckpt")
+    n = 21  # odd: the two ranks draw 11 each, the gathered 22 are trimmed to 21
+    out = subprocess.run([sys.executable, os.path.join(HERE, "ddp_fidelity_script.py"), str(tmp_path / "ae.ckpt"),
+                          str(tmp_path), str(n)], capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"fidelity-rank{r}.json").read_text()) for r in range(2))
+    assert rank0["calls"] == [{"n": n, "unique": n, "reference": 360}] * 2  # none, langevin: both ranks' samples
+    assert rank1["calls"] == []  # only rank 0 scores
+    assert "fidelity/langevin/fid" in rank0["logged"] and "fidelity/none/kid_mean" in rank0["logged"]
+
+
 def test_frozen_discriminator_passes_gradient_to_codes_only():
     from dsls.nets import NoiseConditionalDiscriminator
     from dsls.phases.adversarial import _frozen
