@@ -89,7 +89,8 @@ class PixelNCSNModule(PhaseModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x = unpack(batch)
         sigma = self.ladder.sample(x.shape[0], self.hparams.sigma_sampling, device=x.device)
-        loss = dsm_loss(self.score_net, x, sigma, torch.randn_like(x))
+        net = self.score_net if stage == "train" else self.sampling_net  # validate the weights that sample
+        loss = dsm_loss(net, x, sigma, torch.randn_like(x))
         self.log(f"{stage}/dsm", loss, prog_bar=True, on_epoch=True, on_step=stage == "train")
         return loss
 
@@ -97,7 +98,7 @@ class PixelNCSNModule(PhaseModule):
         return self._step(batch, "train")
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
+        if self.ema is not None and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:  # after a step
             self.ema.update_parameters(self.score_net)
 
     def validation_step(self, batch, batch_idx):
