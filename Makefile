@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate clean
+.PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate ablate bench clean
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,13 @@ train-lsun: $(STAMP)  ## LSUN church_outdoor 256 from data/lsun/church_outdoor_t
 evaluate: $(STAMP)  ## CKPT=<phase-2 ckpt or search.ckpt>: samples-*.npz, results.json, samples.png
 	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=runs/<dataset>/<run>/adversarial/checkpoints/last.ckpt [ARGS=...]"; exit 2; }
 	$(PY) experiments/evaluate.py --ckpt $(CKPT) $(ARGS)
+
+ablate: $(STAMP)  ## DATASET=digits|toy|mnist|cifar10|...: the ablation table (trains what its run folder lacks)
+	$(PY) experiments/ablate.py --config-dir configs/$(or $(DATASET),digits) $(ARGS)
+
+bench: $(STAMP)  ## sampling and training cost ratios on this machine (default CIFAR-10 networks)
+	$(PY) experiments/bench_sampling.py $(ARGS)
+	$(PY) experiments/bench_training.py $(ARGS)
 
 clean:  ## remove runs/ and caches (keeps .venv)
 	rm -rf runs lightning_logs wandb .pytest_cache
