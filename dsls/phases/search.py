@@ -225,6 +225,9 @@ def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional
         reference, name = reference_dataset(data, split)
         return fidelity_metrics(x, reference, name, metrics=tuple(options["fidelity"]),
                                 feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
+    if x.ndim == 4 and options.get("fidelity"):  # images, but no way to rebuild the real data for a reference
+        print(f"note: no image metrics for {dataset_name!r}: the checkpoint does not record its data module "
+              "(train it through the `dsls` CLI), or pass --model.fidelity=[] to silence this")
     return {}
 
 
