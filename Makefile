@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# Busy-waiting OpenMP threads slow torch ~10x on a machine whose cores are busy; must be set before torch loads.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate ablate bench clean

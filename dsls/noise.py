@@ -1,9 +1,29 @@
-"""The σ ladder: one object shared by D's training noise and the search's annealing schedule."""
+"""The σ ladder: one object shared by D's training noise and the search's annealing schedule. It owns the noised
+prior p_σ = N(0, (1+σ²)I): its start draws and its log-density (the search's prior term and the likelihood's
+default terminal density)."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+
+def as_sigma(sigma, z: torch.Tensor) -> torch.Tensor:
+    """Broadcast a float or (B,) σ to shape (B,) on z's device and dtype."""
+    s = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
+    return s.expand(z.shape[0]) if s.dim() == 0 else s
+
+
+def gaussian_log_prob(z: torch.Tensor, var) -> torch.Tensor:
+    """log N(z; 0, var·I) per row, for z of any shape (B, ...) and var a float or (B,)."""
+    v = as_sigma(var, z)
+    d = z[0].numel()
+    return -0.5 * (z.flatten(1) ** 2).sum(1) / v - 0.5 * d * torch.log(2 * math.pi * v)
+
+
+def noised_prior_log_prob(z: torch.Tensor, sigma) -> torch.Tensor:
+    """log p_σ(z) per row, p_σ = N(0, I) ∗ N(0, σ²I) = N(0, (1+σ²)I)."""
+    return gaussian_log_prob(z, 1 + as_sigma(sigma, z) ** 2)
 
 
 class SigmaLadder:
@@ -40,6 +60,19 @@ class SigmaLadder:
             idx = (u * self.num_levels).long().clamp_max(self.num_levels - 1)
             return self.sigmas.to(device)[idx]
         raise ValueError(f"unknown sigma sampling mode {mode!r}; use 'loguniform', 'lowbiased' or 'levels'")
+
+    def initial_latent(self, n0: torch.Tensor, init: str) -> torch.Tensor:
+        """The search's start from standard-normal n0: 'wide' = p_σmax = N(0, (1+σ_max²)I), the distribution the
+        annealing starts at (default); 'prior' = N(0, I), as the design text writes."""
+        if init == "wide":
+            return n0 * math.sqrt(1 + self.sigma_max**2)
+        if init == "prior":
+            return n0.clone()
+        raise ValueError(f"unknown init {init!r}; use 'wide' or 'prior'")
+
+    def terminal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p_σmax(z): the probability-flow ODE's default terminal density."""
+        return noised_prior_log_prob(z, self.sigma_max)
 
     def with_overrides(self, sigma_max=None, sigma_min=None, num_levels=None) -> "SigmaLadder":
         return SigmaLadder(sigma_max or self.sigma_max, sigma_min or self.sigma_min, num_levels or self.num_levels)

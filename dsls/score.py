@@ -1,44 +1,108 @@
-"""Latent score from the discriminator's logit, plus an exact mixture oracle to check it against.
+"""The search's drift: a sum of log-density terms of z, differentiated in one autograd pass.
 
 At D's optimum, logit D(z, σ) = log q_σ(z) − log p_σ(z) with p_σ = N(0, (1+σ²)I), so
-    s(z, σ) = ∇z log q_σ(z) = ∇z logit D(z, σ) + ∇z log p_σ(z) = ∇z logit D(z, σ) − z/(1+σ²).
+    s(z, σ) = ∇z [logit D(z, σ) + log p_σ(z)] = ∇z logit D(z, σ) − z/(1+σ²) = ∇z log q_σ(z).
+Guidance and measurement terms (dsls.guidance) add further log-densities to the same sum. A model that gives its
+score directly (the pixel-space NCSN) adds a `direct` term instead. `SamplingModel` is what a search samples from.
+Also here: an exact Gaussian-mixture oracle, to tell sampler error from D's error.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
-LogitFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from dsls.noise import SigmaLadder, as_sigma, gaussian_log_prob, noised_prior_log_prob
+
+LogDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z (B, ...), σ (B,)) → (B,)
+DirectScore = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z, σ (B,)) → a score shaped like z
 
 
-def as_sigma(sigma, z: torch.Tensor) -> torch.Tensor:
-    """Broadcast a float or (B,) σ to shape (B,) on z's device and dtype."""
-    s = torch.as_tensor(sigma, dtype=z.dtype, device=z.device)
-    return s.expand(z.shape[0]) if s.dim() == 0 else s
+class LogRatio(nn.Module):
+    """D's logit as a log-density term: log q_σ − log p_σ at D's optimum."""
+
+    def __init__(self, discriminator: Callable):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(z, sigma)
+
+
+def noised_prior(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The prior term log p_σ(z); with LogRatio it makes log q_σ."""
+    return noised_prior_log_prob(z, sigma)
+
+
+class Score:
+    """s(z, σ) = ∇z Σ_k log_terms[k](z, σ) + Σ_j direct[j](z, σ).
+
+    The log-density terms are summed first and differentiated once. By default the gradient is taken on a detached
+    copy and no graph survives the call (the samplers). create_graph=True differentiates z itself and keeps the graph,
+    so the result can be differentiated again (the likelihood's divergence); z must then require grad.
+    """
+
+    def __init__(self, log_terms: Sequence[LogDensity] = (), direct: Sequence[DirectScore] = ()):
+        if not log_terms and not direct:
+            raise ValueError("a Score needs at least one term")
+        self.log_terms, self.direct = tuple(log_terms), tuple(direct)
+
+    def plus(self, *log_terms: LogDensity) -> "Score":
+        """The same score with more log-density terms (guidance, measurements)."""
+        return Score(self.log_terms + tuple(log_terms), self.direct)
+
+    def log_density(self, z: torch.Tensor, sigma) -> torch.Tensor:
+        """Σ_k log_terms[k](z, σ) per row (B,): the function whose gradient is the score (without direct terms)."""
+        sigma = as_sigma(sigma, z)
+        return sum(term(z, sigma) for term in self.log_terms)
+
+    def __call__(self, z: torch.Tensor, sigma, create_graph: bool = False) -> torch.Tensor:
+        with torch.inference_mode(False):  # Trainer.predict may run in inference mode
+            x = z if create_graph else z.detach().clone()
+            sig = as_sigma(sigma, x)
+            out = torch.zeros_like(x)
+            if self.log_terms:
+                with torch.enable_grad():
+                    x_in = x if create_graph else x.requires_grad_(True)
+                    (out,) = torch.autograd.grad(self.log_density(x_in, sig).sum(), x_in, create_graph=create_graph)
+            with torch.set_grad_enabled(create_graph):  # a direct score needs no graph unless asked for one
+                for term in self.direct:
+                    out = out + term(x, sig)
+        return out if create_graph else out.detach()
+
+
+def latent_score(logit_fn: LogDensity, z: torch.Tensor, sigma, include_prior: bool = True) -> torch.Tensor:
+    """s(z, σ) = ∇z logit D(z, σ) − z/(1+σ²); include_prior=False gives the density-ratio gradient only."""
+    return Score([LogRatio(logit_fn), noised_prior] if include_prior else [LogRatio(logit_fn)])(z, sigma)
 
 
 def prior_score(z: torch.Tensor, sigma) -> torch.Tensor:
-    """∇z log p_σ(z) for p_σ = N(0, (1+σ²)I)."""
+    """∇z log p_σ(z) = −z/(1+σ²), in closed form."""
     s = as_sigma(sigma, z).view(-1, *([1] * (z.dim() - 1)))
     return -z / (1 + s**2)
 
 
-def logit_grad(logit_fn: LogitFn, z: torch.Tensor, sigma) -> torch.Tensor:
-    """∇z Σ logit(z, σ), computed on a detached copy: no graph survives the call.
-    Works under Trainer.predict's inference mode too (the copy is a normal tensor)."""
-    with torch.inference_mode(False), torch.enable_grad():
-        z = z.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(logit_fn(z, as_sigma(sigma, z)).sum(), z)
-    return grad
+@runtime_checkable
+class SamplingModel(Protocol):
+    """What a search samples from: a phase-2 AdversarialModule (latent search) or a PixelNCSNModule (pixel space)."""
 
+    phase: str
+    dataset_name: Optional[str]
+    datamodule_hparams: Optional[dict]  # how to rebuild its real data (reference metrics, held-out codes)
 
-def latent_score(logit_fn: LogitFn, z: torch.Tensor, sigma, include_prior: bool = True) -> torch.Tensor:
-    """s(z, σ) = ∇z logit D(z, σ) − z/(1+σ²); include_prior=False gives the density-ratio gradient only."""
-    grad = logit_grad(logit_fn, z, sigma)
-    return grad + prior_score(z, sigma) if include_prior else grad
+    @property
+    def ladder(self) -> SigmaLadder: ...
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]: ...
+
+    def score_fn(self) -> Score:
+        """The model's own score s(z, σ); searches add their terms with Score.plus."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent → data space."""
 
 
 class GaussianMixture(nn.Module):
@@ -81,13 +145,6 @@ class GaussianMixture(nn.Module):
         k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
         eps = torch.randn(n, self.means.shape[1], generator=generator, dtype=self.means.dtype)
         return self.means[k] + (torch.linalg.cholesky(self.covs)[k] @ eps.unsqueeze(-1)).squeeze(-1)
-
-
-def gaussian_log_prob(z: torch.Tensor, var) -> torch.Tensor:
-    """log N(z; 0, var·I) per row, var a float or (B,)."""
-    v = as_sigma(var, z)
-    d = z[0].numel()
-    return -0.5 * (z.flatten(1) ** 2).sum(1) / v - 0.5 * d * torch.log(2 * math.pi * v)
 
 
 class OracleDiscriminator(nn.Module):

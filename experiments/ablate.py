@@ -2,148 +2,31 @@
 
     python experiments/ablate.py --config-dir configs/digits [--run-dir runs/digits/<run>] [overrides…]
 
-It trains what the run folder lacks (phase 1, phase 2 and the pixel-space NCSN baseline; finished phases are
-reused, a preempted one resumes), then samples every row with the search settings of <config-dir>/search.yaml:
-
-    no search                    x = G(z), z ~ N(0, I): the plain AAE sample
-    DS-LS, single σ (σ_min)      Langevin at σ_min only from z ~ N(0, I), the same total number of steps (L·T)
-    DS-LS, annealed              the σ ladder, T steps per level
-    pixel NCSN, same steps       annealed Langevin in pixel space, the same L, T and α_i/σ_i² as DS-LS
-    pixel NCSN, matched wall     as many pixel score evaluations as fit in DS-LS's measured seconds per sample
-
-and writes <run>/ablation.md and <run>/ablation.json (each row's samples live in <run>/ablation/<row>/).
+It trains what the run folder lacks, samples each row (no search, DS-LS at σ_min only, DS-LS annealed, pixel NCSN
+at the same steps and at matched wall time) and writes <run>/ablation.md and <run>/ablation.json.
 Overrides are routed like run_pipeline's (--trainer.max_steps=50 shortens every fit; --search.model.X sets
-the sampling settings, e.g. --search.model.num_samples=500).
+the sampling settings, e.g. --search.model.num_samples=500 or --search.model.samplers.langevin.eps0=1e-4).
+The logic is dsls.ablation.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import sys
-import time
-from pathlib import Path
-
-import yaml
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_pipeline import ALL_PHASES, last_ckpt, phase_args, run_pipeline  # noqa: E402
-
-FIT_PHASES = [p for p in ALL_PHASES if p[1] == "fit"]
-METRIC_COLUMNS = ["modes", "hq_fraction", "rev_kl",  # toy
-                  "classifier_fid", "class_kl", "mean_confidence",  # digits, MNIST
-                  "fid", "is_mean", "kid_mean", "precision", "recall"]  # Inception metrics (GPU data sets)
-
-
-def search_settings(config_dir: Path, overrides: list[str]) -> tuple[dict, dict]:
-    """(model init_args, trainer args) of the search phase: search.yaml plus the overrides that reach it."""
-    from evaluate import parse_overrides
-
-    cfg = yaml.safe_load((config_dir / "search.yaml").read_text())
-    args = phase_args("search", cfg, overrides)
-    model = {**cfg["model"].get("init_args", {}), **parse_overrides(args, "model")}
-    trainer = {**cfg.get("trainer", {}), **parse_overrides(args, "trainer"), "logger": False}
-    keep = ("accelerator", "devices", "precision", "inference_mode", "logger", "num_nodes", "strategy")
-    return model, {k: v for k, v in trainer.items() if k in keep}
-
-
-def sample_row(ckpt: str, settings: dict, trainer_kw: dict, out_dir: str) -> dict:
-    """Run one search into out_dir; returns its results.json entry, or {"error": …} if the sampler diverged
-    (the other rows are still worth having)."""
-    import lightning as L
-
-    from dsls.phases.search import LatentSearchModule
-
-    model = LatentSearchModule(**{**settings, "ckpt": ckpt, "out_dir": out_dir, "track": 0})
-    try:
-        L.Trainer(**{"enable_progress_bar": False, "enable_model_summary": False, **trainer_kw}).predict(
-            model, return_predictions=False)
-    except FloatingPointError as e:
-        print(f"warning: this row diverged: {e}", flush=True)
-        return {"error": str(e)}
-    (entry,) = model.results.values()
-    return entry
-
-
-def matched_budget(seconds: float, pixel_seconds: float, pixel_nfe: int, levels: int) -> dict:
-    """Pixel sampler settings that spend about `seconds` per sample: total evaluations = seconds / (cost of one),
-    spread over at most `levels` levels with equal steps (at most levels − 1 evaluations left unspent)."""
-    budget = max(1, math.floor(seconds / (pixel_seconds / pixel_nfe) + 1e-9))
-    denoise = budget >= 2
-    steps = budget - int(denoise)
-    per_level = math.ceil(steps / min(levels, steps))
-    return {"num_levels": steps // per_level, "steps_per_level": per_level, "denoise": denoise}
-
-
-def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) -> dict:
-    import torch
-
-    config_dir = Path(config_dir)
-    run_dir = run_dir or os.path.join("runs", config_dir.name, "ablate-" + time.strftime("%Y%m%d-%H%M%S"))
-    run_pipeline(str(config_dir), overrides, run_dir, resume=True, phases=FIT_PHASES)
-    settings, trainer_kw = search_settings(config_dir, overrides)
-    adv, pix = last_ckpt(run_dir, "adversarial"), last_ckpt(run_dir, "pixel_ncsn")
-    hp = lambda path: torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]  # noqa: E731
-    levels = settings.get("num_levels") or hp(adv)["num_levels"]
-    steps = settings.get("steps_per_level", 10)
-    # the same relative step α_i/σ_i² = eps0/σ_min² in both spaces, so "the same sampler" means the same thing
-    pixel_eps0 = settings.get("eps0", 5e-4) * (hp(pix)["sigma_min"] / (settings.get("sigma_min") or hp(adv)["sigma_min"])) ** 2
-    pixel = {k: v for k, v in settings.items() if k not in ("sigma_max", "sigma_min")}
-    rows = [
-        ("no search", "none", adv, {**settings, "samplers": ["none"]}),
-        # single σ starts from the prior N(0, I): the wide start belongs to the annealed schedule's σ_max
-        ("DS-LS, single σ (σ_min)", "single", adv, {**settings, "samplers": ["langevin"], "num_levels": 1,
-                                                    "steps_per_level": levels * steps, "init": "prior"}),
-        ("DS-LS, annealed", "annealed", adv, {**settings, "samplers": ["langevin"], "num_levels": levels}),
-        ("pixel NCSN, same steps", "pixel", pix, {**pixel, "samplers": ["langevin"], "num_levels": levels,
-                                                  "eps0": pixel_eps0}),
-    ]
-    out = []
-    for title, slug, ckpt, row in rows:
-        print(f"\n=== ablation row: {title}", flush=True)
-        out.append({"row": title, "settings": _public(row), **sample_row(ckpt, row, trainer_kw, f"{run_dir}/ablation/{slug}")})
-    ls, px = out[2], out[3]
-    print("\n=== ablation row: pixel NCSN, matched wall time", flush=True)
-    if "error" in ls or "error" in px:
-        out.append({"row": "pixel NCSN, matched wall time", "settings": {},
-                    "error": "needs the timings of the 'DS-LS, annealed' and 'pixel NCSN, same steps' rows"})
-    else:
-        matched = {**rows[3][3], **matched_budget(ls["seconds_per_sample"], px["seconds_per_sample"], px["nfe"], levels)}
-        out.append({"row": "pixel NCSN, matched wall time", "settings": _public(matched),
-                    **sample_row(pix, matched, trainer_kw, f"{run_dir}/ablation/pixel-matched")})
-    table = format_ablation(out, config_dir.name)
-    Path(run_dir, "ablation.md").write_text(table + "\n")
-    Path(run_dir, "ablation.json").write_text(json.dumps({"config_dir": str(config_dir), "rows": out}, indent=2))
-    return {"run_dir": run_dir, "rows": out, "table": table}
-
-
-def _public(settings: dict) -> dict:
-    keys = ("samplers", "eps0", "steps_per_level", "num_levels", "denoise", "init", "num_samples", "batch_size", "seed")
-    return {k: settings[k] for k in keys if k in settings}
-
-
-def format_ablation(rows: list[dict], dataset: str) -> str:
-    cols = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] + ["seconds_per_sample", "nfe"]
-    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = [f"ablation on {dataset} ({rows[0].get('num_samples')} samples per row)", "",
-             "row | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
-    lines += [f"{r['row']} | " + " | ".join("diverged" if "error" in r and c not in r else fmt(r.get(c)) for c in cols)
-              for r in rows]
-    errors = [f"- {r['row']}: {r['error']}" for r in rows if "error" in r]
-    return "\n".join(lines + ([""] + errors if errors else []))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", required=True)
-    p.add_argument("--run-dir", default=None, help="reuse (or create) this run folder; default runs/<dataset>/ablate-<time>")
+    p.add_argument("--run-dir", default=None,
+                   help="reuse (or create) this run folder; default runs/<dataset>/ablate-<time>")
     args, overrides = p.parse_known_args()
+    from dsls.ablation import ablate
     from dsls.cli import USER_ERRORS
+    from dsls.pipeline import OverrideError
+    from dsls.tasks import TaskError
 
     try:
         out = ablate(args.config_dir, overrides, args.run_dir)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, OverrideError, TaskError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n" + out["table"])
     print(f"\nwrote {out['run_dir']}/ablation.md and ablation.json")

@@ -12,19 +12,15 @@ wall(search + decode) / wall(prior + decode), and pixel/latent = pixel wall per 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_utils import (init_args, PeakMemory, count_macs, env_lines, fmt, markdown_table,  # noqa: E402
-                         memory_method, pick_device, si, time_fn, write_json)
-
-from dsls.phases.adversarial import AdversarialModule  # noqa: E402
-from dsls.phases.pixel_ncsn import PixelNCSNModule  # noqa: E402
-from dsls.phases.search import load_sampling_model  # noqa: E402
-from dsls.samplers import SAMPLERS, run_sampler  # noqa: E402
+from dsls.benchmarking import (PeakMemory, count_macs, env_lines, fmt, init_args, markdown_table, memory_method,
+                               pick_device, si, time_fn, write_json)
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.pixel_ncsn import PixelNCSNModule
+from dsls.phases.search import load_sampling_model
+from dsls.samplers import SAMPLERS, PerSampleRNG, make_sampler
 
 
 def main(argv=None) -> dict:
@@ -62,9 +58,15 @@ def main(argv=None) -> dict:
     assert n_pix >= 3.5e6, f"pixel U-Net has {n_pix} parameters, expected >= 3.5 M"
     d = model.autoencoder.latent_dim
     ladder10 = model.ladder.with_overrides(num_levels=10)
-    skw = dict(eps0=search.get("eps0", 5e-4), denoise=search.get("denoise", True), init=search.get("init", "wide"))
-    T = search.get("steps_per_level", 10)
+    lang = make_sampler("langevin", (search.get("samplers") or {}).get("langevin")).settings()  # search.yaml's
+    skw, T = {k: lang[k] for k in ("eps0", "denoise", "init")}, lang["steps_per_level"]
     g = torch.Generator(dev).manual_seed(args.seed)
+    score, pixel_score = model.score_fn(), pixel.score_fn()
+
+    def run(score_fn, name, n0, ladder, **settings):
+        """One search as the search phase runs it: per-sample noise streams (drawn on the CPU, as there)."""
+        rng = PerSampleRNG.for_indices(args.seed, range(len(n0)), name, dev)
+        return make_sampler(name, settings).sample(score_fn, n0, ladder, rng)
 
     # -- MACs per sample, counted once at a small batch (before any compile) ------------------------------------
     mb = 4
@@ -72,17 +74,17 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         macs_dec = count_macs(lambda: model.decode(zs)) / mb
         macs_d = count_macs(lambda: model.discriminator(zs, ss)) / mb
-    macs_score = count_macs(lambda: model.score(zs, 1.0)) / mb
+    macs_score = count_macs(lambda: score(zs, 1.0)) / mb
 
     def sampler_decode(name, z0, ladder, **kw):
-        res = run_sampler(name, model.score, z0, ladder, generator=g, **kw)
+        res = run(score, name, z0, ladder, **kw)
         with torch.no_grad():
             model.decode(res.z)
         return res
 
     macs_of = lambda *a, **kw: count_macs(lambda: sampler_decode(*a, **kw)) / mb  # noqa: E731
     xs = torch.randn(1, *pixel.latent_shape, device=dev)
-    macs_unet = count_macs(lambda: pixel.score(xs, 1.0))
+    macs_unet = count_macs(lambda: pixel_score(xs, 1.0))
 
     if args.compile:
         model.discriminator.compile()
@@ -113,7 +115,7 @@ def main(argv=None) -> dict:
                    lambda: sampler_decode("langevin", n0, ladder10, steps_per_level=T, **skw), res.nfe,
                    macs_of("langevin", n0[:mb], ladder10, steps_per_level=T, **skw), B)
     search_only = measure(f"DS-LS langevin {ladder10.num_levels}x{T}, search alone (no decode)",
-                          lambda: run_sampler("langevin", model.score, n0, ladder10, steps_per_level=T, generator=g, **skw),
+                          lambda: run(score, "langevin", n0, ladder10, steps_per_level=T, **skw),
                           res.nfe, dsls["macs_per_sample"] - macs_dec, B)
     one = model.ladder.with_overrides(num_levels=1)
     small = measure("DS-LS langevin 1x1 + decode (memory check)",
@@ -130,13 +132,12 @@ def main(argv=None) -> dict:
     x0 = torch.randn(pb, *pixel.latent_shape, device=dev, generator=g)
     if dev.type == "cuda" or args.pixel_full:
         px = measure(f"pixel langevin {pl.num_levels}x{T} (U-Net {n_pix / 1e6:.2f} M params)",
-                     lambda: run_sampler("langevin", pixel.score, x0, pl, steps_per_level=T, generator=g, **skw),
+                     lambda: run(pixel_score, "langevin", x0, pl, steps_per_level=T, **skw),
                      full_nfe, full_nfe * macs_unet, pb)
     else:
         short = pixel.ladder.with_overrides(num_levels=1)
         px = measure(f"pixel langevin {pl.num_levels}x{T} (U-Net {n_pix / 1e6:.2f} M params) *extrapolated*",
-                     lambda: run_sampler("langevin", pixel.score, x0, short, steps_per_level=3, generator=g,
-                                         **{**skw, "denoise": False}),
+                     lambda: run(pixel_score, "langevin", x0, short, steps_per_level=3, **{**skw, "denoise": False}),
                      full_nfe, full_nfe * macs_unet, pb, scale=full_nfe / 3,
                      note=f"timed 1 level x 3 steps at batch {pb} after a warm-up, scaled by {full_nfe}/3 NFE; "
                           "peak memory is that of the 3-step run")

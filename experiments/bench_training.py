@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import time
 import warnings
 from types import SimpleNamespace
@@ -27,13 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, os.path.dirname(__file__))
-from bench_utils import (init_args, PeakMemory, env_lines, fmt, markdown_table, memory_method, pick_device,  # noqa: E402
-                         sync, write_json)
-
-from dsls.phases.adversarial import AdversarialModule  # noqa: E402
-from dsls.phases.base import warmup_cosine  # noqa: E402
-from dsls.phases.reconstruction import ReconstructionModule  # noqa: E402
+from dsls.benchmarking import (PeakMemory, env_lines, fmt, init_args, markdown_table, memory_method, pick_device,
+                               sync, write_json)
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.base import warmup_cosine
+from dsls.phases.reconstruction import ReconstructionModule
 
 
 class SyntheticCIFAR(L.LightningDataModule):

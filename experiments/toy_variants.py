@@ -11,29 +11,28 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 
 import yaml
 
-sys.path.insert(0, os.path.dirname(__file__))
-from run_pipeline import PHASES, phase_args, run_pipeline  # noqa: E402
+from dsls.pipeline import PHASES, phase_args, run_pipeline
 
 BCE = "--adversarial.model.score_matching_weight=0"
 LOGU = "--adversarial.model.sigma_sampling=loguniform"
+LANGEVIN = "--search.model.samplers.langevin."  # + setting=value
 VARIANTS = {  # name: (what changes, overrides)
     "default": ("BCE + DSM(1) on ∇logit, σ low-biased, 8k D steps, eps0 5e-4, T 10, denoise", []),
     "loguniform": ("σ drawn log-uniformly in training", [LOGU]),
     "bce": ("pure BCE discriminator (no DSM term)", [BCE]),
     "bce-loguniform": ("pure BCE, σ log-uniform (the naive recipe)", [BCE, LOGU]),
-    "bce-loguniform-proto-step": ("… and the prototype's step, eps0 1.8e-4", [BCE, LOGU, "--search.model.eps0=1.8e-4"]),
+    "bce-loguniform-proto-step": ("… and the prototype's step, eps0 1.8e-4", [BCE, LOGU, LANGEVIN + "eps0=1.8e-4"]),
     "dsm-4k": ("4k D steps", ["--adversarial.trainer.max_steps=4000"]),
-    "no-denoise": ("no final Tweedie step", ["--search.model.denoise=false"]),
-    "T20": ("T = 20 steps per level", ["--search.model.steps_per_level=20"]),
-    "init-prior": ("search starts at N(0, I), not N(0, (1+σ_max²)I)", ["--search.model.init=prior"]),
+    "no-denoise": ("no final Tweedie step", [LANGEVIN + "denoise=false"]),
+    "T20": ("T = 20 steps per level", [LANGEVIN + "steps_per_level=20"]),
+    "init-prior": ("search starts at N(0, I), not N(0, (1+σ_max²)I)", [LANGEVIN + "init=prior"]),
     "no-input-scaling": ("D sees raw z (no c_in = 1/sqrt(var+σ²))", ["--adversarial.model.input_scaling=false"]),
     "sigma-levels": ("σ drawn from the 10 levels", ["--adversarial.model.sigma_sampling=levels"]),
     "sigma-min-0.01": ("σ_min = 0.01 (eps0 scaled to keep α/σ²)",
-                       ["--adversarial.model.sigma_min=0.01", "--search.model.eps0=5.6e-5"]),
+                       ["--adversarial.model.sigma_min=0.01", LANGEVIN + "eps0=5.6e-5"]),
     "joint": ("joint (AAE) mode: E, G also train against D", ["--adversarial.model.mode=joint"]),
     "spectral-norm": ("spectral norm on D's layers", ["--adversarial.model.spectral_norm=true"]),
     "latent-8": ("latent d = 8 > intrinsic 2", ["--reconstruction.model.latent_dim=8"]),

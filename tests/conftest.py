@@ -1,6 +1,10 @@
 import os
 
-import pytest
+# Before anything imports torch (conftest is imported before the test modules): OpenMP threads that spin while
+# waiting make every op ~10x slower on a machine whose cores are busy.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -13,3 +17,27 @@ def _dsls_cache(tmp_path_factory):
         os.environ.pop("DSLS_CACHE", None)
     else:
         os.environ["DSLS_CACHE"] = old
+
+
+def _fit_quick(model, steps: int, path) -> str:
+    import lightning as L
+
+    from dsls.data import Toy2DDataModule
+
+    t = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
+    t.fit(model, datamodule=Toy2DDataModule(train_size=1024, batch_size=128))
+    t.save_checkpoint(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def toy_adv_ckpt(tmp_path_factory) -> str:
+    """A tiny phase-2 checkpoint on the toy data (5 steps of each phase): for tests of the search's plumbing,
+    not of its quality."""
+    from dsls.phases.adversarial import AdversarialModule
+    from dsls.phases.reconstruction import ReconstructionModule
+
+    d = tmp_path_factory.mktemp("toy-ckpt")
+    ae = _fit_quick(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, d / "ae.ckpt")
+    return _fit_quick(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1), 5, d / "adv.ckpt")

@@ -25,7 +25,8 @@ if __name__ == "__main__":
     real_metrics, cb.fidelity_metrics = cb.fidelity_metrics, recording_metrics
     register_offline_extractor()
     callback = cb.FidelityMetrics(reference_name="digits-val", num_samples=n, batch_size=8, metrics=("fid", "kid"),
-                                  feature_extractor="dsls-offline", kid_subset_size=10, steps_per_level=1,
+                                  feature_extractor="dsls-offline", kid_subset_size=10,
+                                  samplers={"none": {}, "langevin": {"steps_per_level": 1}},
                                   cache_root=os.path.join(out_dir, "cache"))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, val_check_interval=2,
                         limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,

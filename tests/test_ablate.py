@@ -1,16 +1,15 @@
-"""experiments/ablate.py: one command, one table, on the toy and digits configs with tiny settings."""
+"""dsls.ablation (experiments/ablate.py): one command, one table, on the toy and digits configs with tiny settings."""
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments"))
-from ablate import ablate, matched_budget  # noqa: E402
+from dsls.ablation import ablate, matched_budget
 
+EPS0 = "--search.model.samplers.langevin.eps0="
 TINY = ["--trainer.max_steps=30", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.val_check_interval=15", "--search.model.num_samples=64", "--search.model.batch_size=32",
-        "--search.model.eps0=1e-4"]  # 30 training steps leave rough scores: smaller steps keep every row finite
+        EPS0 + "1e-4"]  # 30 training steps leave rough scores: smaller steps keep every row finite
 ROWS = ["no search", "DS-LS, single σ (σ_min)", "DS-LS, annealed", "pixel NCSN, same steps",
         "pixel NCSN, matched wall time"]
 
@@ -32,12 +31,17 @@ def test_ablation_table(tmp_path, dataset, metric):
     rows = {r["row"]: r for r in out["rows"]}
     assert list(rows) == ROWS
     assert all(metric in r and "seconds_per_sample" in r for r in rows.values())
-    levels, steps = rows["DS-LS, annealed"]["settings"]["num_levels"], rows["DS-LS, annealed"]["settings"]["steps_per_level"]
-    assert rows["no search"]["nfe"] == 0
+    annealed = rows["DS-LS, annealed"]["settings"]
+    levels, steps = annealed["num_levels"], annealed["samplers"]["langevin"]["steps_per_level"]
+    assert annealed["samplers"]["langevin"]["eps0"] == 1e-4  # the override reached the sampler
+    assert rows["no search"]["nfe"] == 0 and rows["no search"]["settings"]["samplers"] == {"none": {}}
     assert rows["DS-LS, annealed"]["nfe"] == rows["pixel NCSN, same steps"]["nfe"] == levels * steps + 1
     assert rows["DS-LS, single σ (σ_min)"]["nfe"] == levels * steps + 1  # the same budget, all at σ_min
+    single = rows["DS-LS, single σ (σ_min)"]["settings"]
+    assert single["num_levels"] == 1 and single["samplers"]["langevin"]["init"] == "prior"
     m = rows["pixel NCSN, matched wall time"]
-    assert m["nfe"] == m["settings"]["num_levels"] * m["settings"]["steps_per_level"] + int(m["settings"]["denoise"])
+    lang = m["settings"]["samplers"]["langevin"]
+    assert m["nfe"] == m["settings"]["num_levels"] * lang["steps_per_level"] + int(lang["denoise"])
     # every row from one set of checkpoints, written beside them
     table = (tmp_path / "run/ablation.md").read_text()
     assert all(r in table for r in ROWS) and metric in table
@@ -50,7 +54,7 @@ def test_ablation_table(tmp_path, dataset, metric):
     # a second call reuses the trained checkpoints (no phase is fitted again); a row whose sampler diverges is
     # reported as such and the others are kept
     before = {p: os.path.getmtime(tmp_path / "run" / p / "checkpoints/last.ckpt") for p in ("adversarial", "pixel_ncsn")}
-    again = ablate(f"configs/{dataset}", TINY + ["--search.model.eps0=1e4"], str(tmp_path / "run"))
+    again = ablate(f"configs/{dataset}", TINY + [EPS0 + "1e4"], str(tmp_path / "run"))
     assert before == {p: os.path.getmtime(tmp_path / "run" / p / "checkpoints/last.ckpt") for p in before}
     assert "error" not in again["rows"][0] and metric in again["rows"][0]
     assert all("diverged" in r["error"] for r in again["rows"][1:4]) and "diverged" in again["table"]

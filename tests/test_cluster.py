@@ -1,6 +1,7 @@
 """What a cluster user touches: W&B sweep commands, checkpoint evaluation, bf16, and the missing-data stop."""
 import json
 import os
+import runpy
 import sys
 
 import lightning as L
@@ -8,14 +9,13 @@ import numpy as np
 import pytest
 import yaml
 
+from dsls import pipeline
 from dsls.cli import main
 from dsls.data import Toy2DDataModule
 from dsls.phases.adversarial import AdversarialModule
 from dsls.phases.reconstruction import ReconstructionModule
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import evaluate  # noqa: E402
-import run_pipeline  # noqa: E402
+from dsls.tasks import TaskError
+from dsls.tasks.evaluate import evaluate
 
 
 def quick_trainer(**kw):
@@ -79,27 +79,41 @@ def test_sweep_command_parses_with_the_cli(name, ckpt_key, param, ckpts, tmp_pat
     main(cmd[3:] + ["--trainer.logger=false", f"--run_dir={tmp_path}"], trainer_class=DryRunTrainer)
     (sub, model, _), = DryRunTrainer.calls
     assert sub == cmd[3]
-    for arg in cmd[6:]:  # every swept value reached the module
+    for arg in cmd[6:]:  # every swept value reached the module (model.samplers.langevin.eps0: a nested setting)
         key, value = arg[2:].split("=", 1)
         if key.startswith("model."):
-            assert str(model.hparams[key[6:]]) == value, key
+            node = model.hparams
+            for part in key.split(".")[1:]:
+                node = node[part]
+            assert str(node) == value, key
+    if name == "cifar10_search":  # one swept Langevin setting keeps the config's other samplers and settings
+        config = yaml.safe_load(open(sweep["command"][5]))["model"]["init_args"]["samplers"]
+        samplers = model.hparams["samplers"]
+        assert set(samplers) == {n for n, v in config.items() if v is not None} and "none" in samplers
+        assert samplers["langevin"]["denoise"] is True
 
 
 def test_evaluate_writes_the_three_outputs(ckpts, tmp_path):
-    out = evaluate.evaluate(ckpts["adv"], str(tmp_path / "a"), ["--model.num_samples=40", "--model.batch_size=20",
-                                                                "--model.steps_per_level=2"])
+    out = evaluate(ckpts["adv"], str(tmp_path / "a"), ["--model.num_samples=40", "--model.batch_size=20",
+                                                       "--model.samplers.langevin.steps_per_level=2"])
     for d in ("a",):
         assert {"samples-none.npz", "samples-langevin.npz", "results.json", "samples.png", "search.ckpt"} <= \
             set(os.listdir(tmp_path / d))
     assert set(out["results"]) == {"none", "langevin"}
     # a phase-3 checkpoint reruns the same search: same samples
-    evaluate.evaluate(str(tmp_path / "a" / "search.ckpt"), str(tmp_path / "b"), [])
+    evaluate(str(tmp_path / "a" / "search.ckpt"), str(tmp_path / "b"), [])
     a, b = (np.load(tmp_path / d / "samples-langevin.npz")["x"] for d in "ab")
     np.testing.assert_array_equal(a, b)
     res = json.load(open(tmp_path / "b" / "results.json"))
-    assert res["langevin"]["num_samples"] == 40
+    assert res["langevin"]["num_samples"] == 40 and res["langevin"]["settings"]["steps_per_level"] == 2
+    # a nested override merges into the saved settings: langevin keeps steps_per_level=2, 'none' still runs
+    out = evaluate(str(tmp_path / "a" / "search.ckpt"), str(tmp_path / "d"), ["--model.samplers.langevin.eps0=1e-4"])
+    assert set(out["results"]) == {"none", "langevin"}
+    assert out["results"]["langevin"]["settings"] == {**res["langevin"]["settings"], "eps0": 1e-4}
     with pytest.raises(Exception, match="reconstruction checkpoint"):
-        evaluate.evaluate(ckpts["ae"], str(tmp_path / "c"), [])
+        evaluate(ckpts["ae"], str(tmp_path / "c"), [])
+    with pytest.raises(TaskError, match=r"--model\.samplers\.langevin\.eps0"):  # the old flag says where it went
+        evaluate(ckpts["adv"], str(tmp_path / "c"), ["--model.eps0=1e-3"])
 
 
 def test_bf16_mixed_precision_runs(ckpts):
@@ -113,7 +127,7 @@ def test_train_cifar_without_data_stops_with_the_layout(tmp_path, monkeypatch, c
                                       f"--data.data_dir={tmp_path}/nodata", "--data.download=false",
                                       "--trainer.logger=false", "--trainer.max_steps=2", "--data.num_workers=0"])
     with pytest.raises(SystemExit) as e:
-        run_pipeline.main()
+        runpy.run_path("experiments/run_pipeline.py", run_name="__main__")  # the command itself, as a user runs it
     msg = str(e.value)
     assert msg.startswith("error: CIFAR-10 data not found") and "cifar-10-batches-py" in msg and "download" in msg
 
@@ -145,12 +159,13 @@ def test_pipeline_resume_skips_finished_phases_and_resumes_the_preempted_one(tmp
     small = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=1024",
              "--trainer.val_check_interval=10", "--model.hidden=16", "--model.d_hidden=16",
              "--reconstruction.trainer.max_steps=20", "--model.num_samples=50"]
-    run_pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=10"], run_dir=run)
+    pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=10"], run_dir=run)
     ae = os.path.join(run, "reconstruction/checkpoints/last.ckpt")
     stamp = os.path.getmtime(ae)
     os.remove(os.path.join(run, "adversarial/DONE"))  # as if phase 2 had been preempted after 10 steps
-    out = run_pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=20"], run_dir=run,
-                                    resume=True)
+    out = pipeline.run_pipeline("configs/toy", small + ["--adversarial.trainer.max_steps=20"], run_dir=run,
+                                resume=True)
     assert os.path.getmtime(ae) == stamp and "reconstruction" not in out["seconds"]
     adv = torch.load(os.path.join(run, "adversarial/checkpoints/last.ckpt"), weights_only=False)
-    assert adv["global_step"] == 20 and set(out["results"]) == {"none", "langevin"}
+    config = yaml.safe_load(open("configs/toy/search.yaml"))["model"]["init_args"]["samplers"]
+    assert adv["global_step"] == 20 and set(out["results"]) == {n for n, v in config.items() if v is not None}

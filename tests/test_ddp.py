@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from dsls.data import Toy2DDataModule
-from dsls.phases.adversarial import AdversarialModule
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 
@@ -26,22 +25,24 @@ def _fit(model, steps, path):
 
 
 @pytest.mark.slow
-def test_ddp_predict_gathers_exactly_n_unique(tmp_path):
-    ae = _fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, tmp_path / "ae.ckpt")
-    adv = _fit(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1), 5, tmp_path / "adv.ckpt")
+def test_ddp_predict_gathers_exactly_n_unique(toy_adv_ckpt, tmp_path):
+    """2 processes gather exactly N samples, and the very same ones as 1 process: sample i's start and search noise
+    depend on (seed, i) only, never on the rank or the batch that drew it."""
     n = 37  # odd and not a multiple of the batch: the DistributedSampler pads with repeats
-    subprocess.run([sys.executable, os.path.join(HERE, "ddp_predict_script.py"), adv, str(tmp_path / "ddp"), str(n)],
-                   check=True, timeout=300, cwd=os.path.dirname(HERE))
-    single = LatentSearchModule(ckpt=adv, num_samples=n, batch_size=16, steps_per_level=2, out_dir=str(tmp_path / "one"))
+    subprocess.run([sys.executable, os.path.join(HERE, "ddp_predict_script.py"), toy_adv_ckpt, str(tmp_path / "ddp"),
+                    str(n)], check=True, timeout=300, cwd=os.path.dirname(HERE))
+    # the script's samplers; one process and one batch of all 37 (the script: 2 ranks, batches of 16)
+    single = LatentSearchModule(ckpt=toy_adv_ckpt, num_samples=n, batch_size=n, out_dir=str(tmp_path / "one"),
+                                samplers={"none": {}, "langevin": {"steps_per_level": 2}})
     L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False).predict(single)
     for name in ("none", "langevin"):
         ddp, one = (np.load(tmp_path / d / f"samples-{name}.npz") for d in ("ddp", "one"))
         assert ddp["x"].shape[0] == n
         assert len(np.unique(ddp["z0"], axis=0)) == n  # no duplicates, none missing
-        np.testing.assert_array_equal(ddp["z0"], one["z0"])  # the same start latents, in index order
-    # decoding the same latents in other batches may differ in the last float bit, not more
-    np.testing.assert_allclose(np.load(tmp_path / "ddp/samples-none.npz")["x"],
-                               np.load(tmp_path / "one/samples-none.npz")["x"], rtol=0, atol=1e-6)
+        for key in ("z0", "z", "x"):  # the same samples, in index order, bit for bit
+            np.testing.assert_array_equal(ddp[key], one[key], err_msg=f"{name}: {key}")
+    lang = np.load(tmp_path / "ddp/samples-langevin.npz")
+    assert not np.array_equal(lang["z"], lang["z0"])
 
 
 @pytest.mark.slow

@@ -155,7 +155,8 @@ def test_callback_logs_fidelity_on_a_tiny_fit(tmp_path):
           datamodule=DigitsDataModule(batch_size=32))
     t.save_checkpoint(tmp_path / "ae.ckpt")
     cb = FidelityMetrics(reference_name="digits-val", feature_extractor=OFFLINE, num_samples=64, batch_size=40,
-                         kid_subset_size=32, steps_per_level=2, cache_root=str(tmp_path / "cache"))
+                         kid_subset_size=32, samplers={"none": {}, "langevin": {"steps_per_level": 2}},
+                         cache_root=str(tmp_path / "cache"))
     model = AdversarialModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), d_hidden=16, d_depth=1, num_levels=3)
     t = L.Trainer(**kw, callbacks=[cb])
     t.fit(model, datamodule=DigitsDataModule(batch_size=32))
@@ -164,6 +165,30 @@ def test_callback_logs_fidelity_on_a_tiny_fit(tmp_path):
             v = t.callback_metrics[f"fidelity/{sampler}/{metric}"]
             assert torch.isfinite(v), (sampler, metric)
     assert list((tmp_path / "cache").glob("digits-val-n360-*-stat-fid-penultimate.pt"))
+
+
+def test_callback_samples_do_not_depend_on_the_split():
+    """Sample i's noise comes from (seed, i, sampler): any split of the indices over ranks and batches gives the
+    same samples, and every sampler starts from the search phase's start noise."""
+    from dsls.callbacks.fidelity import FidelityMetrics
+    from dsls.phases.adversarial import AdversarialModule
+    from dsls.samplers import PerSampleRNG
+
+    torch.manual_seed(0)
+    model = AdversarialModule(autoencoder={"data_shape": [2], "latent_dim": 2, "hidden": 16, "depth": 1},
+                              sigma_max=3.0, d_hidden=16, d_depth=1, num_levels=3).eval()
+    cb = FidelityMetrics(reference_name="x", feature_extractor=OFFLINE, batch_size=3,
+                         samplers={"none": {}, "langevin": {"steps_per_level": 2}})
+    whole = cb._sample(model, "langevin", range(0, 8))
+    cb.batch_size = 2
+    split = torch.cat([cb._sample(model, "langevin", range(0, 5)), cb._sample(model, "langevin", range(5, 8))])
+    torch.testing.assert_close(whole, split)
+    assert len(torch.unique(whole, dim=0)) == 8
+    n0 = PerSampleRNG.for_indices(0, range(8), "start").randn(1, (2,))[0]  # the search phase's start noise
+    with torch.no_grad():
+        torch.testing.assert_close(cb._sample(model, "none", range(0, 8)), model.decode(n0))
+    with pytest.raises(ValueError, match="no setting 'eps'"):
+        FidelityMetrics(reference_name="x", samplers={"langevin": {"eps": 1.0}})
 
 
 def test_callback_checks_inception_weights_at_setup(tmp_path, monkeypatch):

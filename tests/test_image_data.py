@@ -239,7 +239,7 @@ def test_missing_data(tmp_path, make, layout):
 def test_fid_reference_is_unflipped_and_named_by_its_settings(tmp_path):
     """The search's FID reference: the checkpoint's data module rebuilt without random flips, cached under a
     name that changes with anything that changes the images (here the size)."""
-    from dsls.phases.search import reference_dataset
+    from dsls.metrics.samples import reference_dataset
 
     make_cifar(tmp_path)
     hp = {"_class_path": "dsls.data.cifar10.CIFAR10DataModule", "data_dir": str(tmp_path), "download": False,

@@ -80,14 +80,15 @@ def test_adversarial_fast_dev_run_with_score_matching(ckpts):
 
 
 def test_search_predict_writes_contract(ckpts, tmp_path):
-    model = LatentSearchModule(ckpt=ckpts["adv"], num_samples=100, batch_size=40, steps_per_level=2,
-                               out_dir=str(tmp_path))
+    model = LatentSearchModule(ckpt=ckpts["adv"], num_samples=100, batch_size=40, out_dir=str(tmp_path),
+                               samplers={"none": {}, "langevin": {"steps_per_level": 2}})
     preds = trainer(inference_mode=False).predict(model)
     assert sum(len(p["langevin"]) for p in preds) == 100
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"none", "langevin"}
     for name, entry in res.items():
-        assert {"modes", "hq_fraction", "rev_kl", "seconds_per_sample"} <= set(entry)
+        assert {"modes", "hq_fraction", "rev_kl", "seconds_per_sample", "nfe", "seed", "settings", "ladder"} <= \
+            set(entry)
         npz = np.load(tmp_path / f"samples-{name}.npz")
         assert {"x", "z0", "z"} <= set(npz.files)
         assert npz["x"].shape == (100, 2) and npz["x"].dtype == np.float32 and npz["z"].shape == (100, 2)
@@ -106,21 +107,23 @@ def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tmp_pa
     torch.save(ck, tmp_path / "cifar.ckpt")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no Inception weights cached, and no network:
     monkeypatch.setattr(fid_mod, "_reachable", lambda *a, **k: False)
-    kw = dict(ckpt=str(tmp_path / "cifar.ckpt"), num_samples=20, batch_size=20, steps_per_level=1)
+    kw = dict(ckpt=str(tmp_path / "cifar.ckpt"), num_samples=20, batch_size=20,
+              samplers={"none": {}, "langevin": {"steps_per_level": 1}})
     with pytest.raises(MissingWeightsError, match="feature_extractor_weights_path"):
         trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
     assert not (tmp_path / "a").exists()  # stopped before any sampling, not after
     trainer(inference_mode=False).predict(LatentSearchModule(**kw, fidelity=[], out_dir=str(tmp_path / "b")))
-    assert set(json.loads((tmp_path / "b/results.json").read_text())["langevin"]) == {"seconds_per_sample",
-                                                                                     "num_samples", "nfe"}
+    entry = json.loads((tmp_path / "b/results.json").read_text())["langevin"]
+    assert set(entry) == {"seconds_per_sample", "num_samples", "nfe", "seed", "settings", "ladder"}  # no metrics
 
 
 def test_search_is_reproducible_and_test_step_agrees(ckpts, tmp_path):
-    kw = dict(ckpt=ckpts["adv"], num_samples=50, batch_size=50, steps_per_level=2, samplers=["langevin"])
+    kw = dict(ckpt=ckpts["adv"], num_samples=50, batch_size=50, samplers={"langevin": {"steps_per_level": 2}})
     trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
     trainer(inference_mode=False).test(LatentSearchModule(**kw, out_dir=str(tmp_path / "b")))
     a, b = (np.load(tmp_path / p / "samples-langevin.npz") for p in "ab")
-    assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["z0"], b["z0"])
+    for key in ("x", "z", "z0"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_wrong_phase_checkpoint_errors(ckpts):

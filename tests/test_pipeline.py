@@ -2,19 +2,25 @@
 follows the contract in DESIGN.md §3."""
 import json
 import os
-import sys
+import re
 
 import numpy as np
 import pytest
 
 from dsls.metrics.toy import toy_metrics
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-from run_pipeline import phase_args, run_pipeline  # noqa: E402
+from dsls.pipeline import OverrideError, deep_merge, parse_overrides, phase_args, run_pipeline
 
 SMALL = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=20000",
          "--reconstruction.trainer.max_steps=1500", "--adversarial.trainer.max_steps=1500",
          "--model.num_samples=1000", "--model.batch_size=500"]
+
+
+def config_samplers(config_dir: str) -> set:
+    """The samplers a search config runs (its entries that are not null)."""
+    import yaml
+
+    samplers = yaml.safe_load(open(f"{config_dir}/search.yaml"))["model"]["init_args"]["samplers"]
+    return {name for name, settings in samplers.items() if settings is not None}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,7 @@ def test_run_folder_contract(toy_run):
         assert os.path.isfile(os.path.join(run, phase, "config.yaml"))
         assert os.path.isfile(os.path.join(run, phase, "checkpoints", "last.ckpt"))
     res = json.load(open(os.path.join(run, "results.json")))
-    assert set(res) == {"none", "langevin"}
+    assert set(res) == config_samplers("configs/toy") and {"none", "langevin"} <= set(res)
     for name, entry in res.items():
         with np.load(os.path.join(run, f"samples-{name}.npz")) as f:
             x, z0, z = f["x"], f["z0"], f["z"]
@@ -53,13 +59,34 @@ def test_overrides_reach_only_the_phases_that_accept_them():
     import yaml
 
     cfg = {p: yaml.safe_load(open(f"configs/toy/{p}.yaml")) for p in ("reconstruction", "adversarial", "search")}
-    args = ["--trainer.max_steps=5", "--model.eps0=0.1", "--model.lr=1e-3", "--data.batch_size=64",
-            "--adversarial.model.mode=joint"]
+    args = ["--trainer.max_steps=5", "--model.samplers.langevin.eps0=0.1", "--model.lr=1e-3", "--data.batch_size=64",
+            "--adversarial.model.mode=joint", "--model.num_levels=5"]
     assert phase_args("reconstruction", cfg["reconstruction"], args) == [
         "--trainer.max_steps=5", "--model.lr=1e-3", "--data.batch_size=64"]
     assert phase_args("adversarial", cfg["adversarial"], args) == [
-        "--trainer.max_steps=5", "--data.batch_size=64", "--model.mode=joint"]
-    assert phase_args("search", cfg["search"], args) == ["--trainer.max_steps=5", "--model.eps0=0.1"]
+        "--trainer.max_steps=5", "--data.batch_size=64", "--model.mode=joint", "--model.num_levels=5"]
+    assert phase_args("search", cfg["search"], args) == [
+        "--trainer.max_steps=5", "--model.samplers.langevin.eps0=0.1", "--model.num_levels=5"]
+
+
+@pytest.mark.parametrize("flag, new", [("--model.eps0=1e-3", "--model.samplers.langevin.eps0="),
+                                       ("--search.model.steps_per_level=3", "--search.model.samplers.langevin.steps")])
+def test_an_old_sampler_flag_stops_with_the_new_one(flag, new, tmp_path):
+    """A sampler setting at the module's level reaches no phase: an error naming the flag to write, before training."""
+    with pytest.raises(OverrideError, match=f"write {re.escape(new)}"):
+        run_pipeline("configs/toy", [flag], run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_nested_overrides_merge_into_the_saved_settings():
+    over = parse_overrides(["--model.samplers.langevin.eps0=1e-3", "--model.samplers.pc={}", "--model.seed=3",
+                            "--trainer.devices=2", "--model.samplers.ode.rtol=1e-4"], "model")
+    assert over == {"samplers": {"langevin": {"eps0": 1e-3}, "pc": {}, "ode": {"rtol": 1e-4}}, "seed": 3}
+    saved = {"samplers": {"none": {}, "langevin": {"eps0": 5e-4, "steps_per_level": 10}, "pc": None, "ode": None},
+             "seed": 0, "num_samples": 100}
+    assert deep_merge(saved, over) == {
+        "samplers": {"none": {}, "langevin": {"eps0": 1e-3, "steps_per_level": 10}, "pc": {}, "ode": {"rtol": 1e-4}},
+        "seed": 3, "num_samples": 100}
 
 
 @pytest.mark.slow
@@ -68,7 +95,8 @@ def test_digits_pipeline_image_contract(tmp_path):
                                           "--trainer.max_steps=60", "--trainer.val_check_interval=30",
                                           "--model.num_samples=64", "--model.batch_size=32"],
                        run_dir=str(tmp_path / "run"))
-    for name in ("none", "langevin"):
+    assert set(out["results"]) == config_samplers("configs/digits")
+    for name in out["results"]:
         x = np.load(tmp_path / "run" / f"samples-{name}.npz")["x"]
         assert x.shape == (64, 1, 8, 8) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
         assert out["results"][name]["seconds_per_sample"] > 0

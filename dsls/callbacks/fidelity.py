@@ -8,27 +8,31 @@ import lightning as L
 import torch
 
 from dsls.metrics.fidelity import check_inception_weights, fidelity_metrics
-from dsls.samplers import run_sampler
+from dsls.samplers import PerSampleRNG, Sampler, SamplerSettings, build_samplers
+from dsls.samplers.base import NoSearch
+from dsls.samplers.langevin import Langevin
 
 
 class FidelityMetrics(L.Callback):
     """Every ``every_n_val`` validations (never the sanity check), sample ``num_samples`` images with each
     sampler, compare them with the datamodule's val set and log ``fidelity/<sampler>/<metric>``.
 
-    Every rank draws its share from its own fixed seed (the same start noise at every validation and for every
-    sampler, so curves compare like with like); the shares are gathered once; rank 0 alone computes and logs.
-    reference_name names the val set for the on-disk reference cache, e.g. "cifar10-val". The other arguments
-    are `fidelity_metrics`'s (feature_extractor None = Inception) and the Langevin settings.
+    Sample i (a global index) draws its start noise and its search noise from (seed, i, sampler name) alone, as the
+    search phase does: the same samples at every validation, for every split of them over ranks. Each rank draws a
+    contiguous share of the indices; the shares are gathered once; rank 0 alone computes and logs.
+    reference_name names the val set for the on-disk reference cache, e.g. "cifar10-val". samplers: the samplers to
+    run with their settings, as in the search config ({none: {}, langevin: {eps0: 5.0e-4}}; a mapping or a list of
+    names from Python). The other arguments are `fidelity_metrics`'s (feature_extractor None = Inception).
     """
 
     def __init__(self, reference_name: str, num_samples: int = 1000, every_n_val: int = 1,
-                 samplers: Sequence[str] = ("none", "langevin"), batch_size: int = 250,
-                 metrics: Sequence[str] = ("fid", "isc", "kid", "prc"), feature_extractor: Optional[str] = None,
-                 feature_extractor_weights_path: Optional[str] = None, kid_subset_size: int = 1000,
-                 cache_root: Optional[str] = None, eps0: float = 5e-4, steps_per_level: int = 10, seed: int = 0):
+                 samplers: SamplerSettings = SamplerSettings(none=NoSearch(), langevin=Langevin()),
+                 batch_size: int = 250, metrics: Sequence[str] = ("fid", "isc", "kid", "prc"),
+                 feature_extractor: Optional[str] = None, feature_extractor_weights_path: Optional[str] = None,
+                 kid_subset_size: int = 1000, cache_root: Optional[str] = None, seed: int = 0):
         self.reference_name, self.num_samples, self.every_n_val = reference_name, num_samples, every_n_val
-        self.samplers, self.batch_size, self.seed = list(samplers), batch_size, seed
-        self.sampler_kw = {"eps0": eps0, "steps_per_level": steps_per_level}
+        self.samplers: dict[str, Sampler] = build_samplers(samplers)  # an unknown name or setting fails here
+        self.batch_size, self.seed = batch_size, seed
         self.metric_kw = {"metrics": tuple(metrics), "feature_extractor": feature_extractor,
                           "feature_extractor_weights_path": feature_extractor_weights_path,
                           "kid_subset_size": kid_subset_size, "cache_root": cache_root}
@@ -39,16 +43,16 @@ class FidelityMetrics(L.Callback):
         if self.metric_kw["feature_extractor"] is None:
             check_inception_weights(self.metric_kw["feature_extractor_weights_path"])
 
-    def _sample(self, pl_module: L.LightningModule, name: str, n: int, rank: int) -> torch.Tensor:
-        """This rank's n samples from one sampler, float (n, C, H, W) in data space."""
-        dev = pl_module.device
-        shape = getattr(pl_module, "latent_shape", (pl_module.autoencoder.latent_dim,))
-        decode = getattr(pl_module, "decode", None) or pl_module.autoencoder.decode
-        g = torch.Generator(dev).manual_seed(self.seed * 1_000_003 + rank)  # per rank; same for every sampler
-        n0s = torch.randn(n, *shape, generator=g, device=dev).split(self.batch_size)  # all before any search noise
+    def _sample(self, pl_module: L.LightningModule, name: str, indices: range) -> torch.Tensor:
+        """The samples of these global indices from one sampler, float (n, C, H, W) in data space."""
+        dev, sampler, score = pl_module.device, self.samplers[name], pl_module.score_fn()
+        shape, decode = pl_module.latent_shape, pl_module.decode  # a SamplingModel (dsls.score)
         xs = []
-        for n0 in n0s:
-            z = run_sampler(name, pl_module.score, n0, pl_module.ladder, generator=g, **self.sampler_kw).z
+        for start in range(0, len(indices), self.batch_size):
+            idx = indices[start:start + self.batch_size]
+            n0 = PerSampleRNG.for_indices(self.seed, idx, "start", dev).randn(1, shape)[0]
+            rng = PerSampleRNG.for_indices(self.seed, idx, name, dev)
+            z = sampler.sample(score, n0, pl_module.ladder, rng).z
             with torch.no_grad():
                 xs.append(decode(z).float())
         return torch.cat(xs)
@@ -68,7 +72,8 @@ class FidelityMetrics(L.Callback):
         try:
             # The score differentiates D: leave Lightning's inference mode for the search, decode without grad.
             with torch.inference_mode(False), torch.enable_grad():
-                local = torch.stack([self._sample(pl_module, s, share, rank) for s in self.samplers])  # (S, n, ...)
+                mine = range(rank * share, (rank + 1) * share)  # indices ≥ num_samples are dropped after the gather
+                local = torch.stack([self._sample(pl_module, s, mine) for s in self.samplers])  # (S, n, ...)
         finally:
             for m, flag in modes.items():
                 m.training = flag

@@ -8,28 +8,41 @@ import torch
 
 from dsls.callbacks.plots import save_search_figure
 from dsls.phases.reconstruction import unpack
-from dsls.samplers import run_sampler
+from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers
+from dsls.samplers.base import NoSearch
+from dsls.samplers.langevin import Langevin
 
 
 class SampleFigures(L.Callback):
-    """Phase 1: data | reconstructions. Phase 2: prior decode | a short Langevin search with the current D."""
+    """Phase 1: data | reconstructions. Phase 2: one panel per sampler with the current D; by default the prior
+    decode and a short Langevin search (T = 3). The start noise is fixed by `seed`, so figures from successive
+    validations show the same samples moving."""
 
-    def __init__(self, num: int = 64, steps_per_level: int = 3, eps0: float = 5e-4):
-        self.num, self.steps_per_level, self.eps0 = num, steps_per_level, eps0
+    def __init__(self, num: int = 64,
+                 samplers: SamplerSettings = SamplerSettings(none=NoSearch(), langevin=Langevin(steps_per_level=3)),
+                 seed: int = 0):
+        self.num, self.seed = num, seed
+        self.samplers = build_samplers(samplers)  # an unknown name or setting fails here, not at the first figure
+
+    def _search_panels(self, pl_module: L.LightningModule) -> dict:
+        idx, dev = range(self.num), pl_module.device
+        n0 = PerSampleRNG.for_indices(self.seed, idx, "start", dev).randn(1, pl_module.latent_shape)[0]
+        panels, score = {}, pl_module.score_fn()  # the Score leaves no_grad / inference mode for its own gradient
+        for name, sampler in self.samplers.items():
+            out = sampler.sample(score, n0, pl_module.ladder, PerSampleRNG.for_indices(self.seed, idx, name, dev))
+            panels[f"{name} ({out.nfe} NFE)" if out.nfe else name] = pl_module.decode(out.z)
+        return panels
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None:
             return
-        ae = pl_module.autoencoder
         if pl_module.phase == "reconstruction":
+            ae = pl_module.autoencoder
             x = unpack(next(iter(trainer.datamodule.val_dataloader())))[: self.num].to(pl_module.device)
             panels = {"data": x, "reconstruction": ae.decode(ae.encode(x, sample=False))}
         else:
-            n0 = torch.randn(self.num, ae.latent_dim, device=pl_module.device)
-            z = run_sampler("langevin", pl_module.score, n0, pl_module.ladder, eps0=self.eps0,
-                            steps_per_level=self.steps_per_level).z
-            panels = {"none": ae.decode(n0), f"langevin (T={self.steps_per_level})": ae.decode(z)}
+            panels = self._search_panels(pl_module)
         path = os.path.join(trainer.default_root_dir, "figures", f"step-{trainer.global_step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         ref = None if pl_module.phase == "reconstruction" else getattr(pl_module, "dataset_name", None)  # data shown

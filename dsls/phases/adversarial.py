@@ -12,11 +12,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import SigmaLadder
 from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint, warmup_cosine
 from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
-from dsls.score import latent_score
+from dsls.score import LogRatio, Score, noised_prior
 
 
 @contextmanager
@@ -94,8 +95,9 @@ class AdversarialModule(PhaseModule):
     def latent_shape(self) -> tuple[int, ...]:
         return (self.autoencoder.latent_dim,)
 
-    def score(self, z: torch.Tensor, sigma) -> torch.Tensor:
-        return latent_score(self.discriminator, z, sigma)
+    def score_fn(self) -> Score:
+        """s(z, σ) = ∇z [logit D(z, σ) + log p_σ(z)]."""
+        return Score([LogRatio(self.discriminator), noised_prior])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(z)
@@ -137,15 +139,15 @@ class AdversarialModule(PhaseModule):
         if self.hparams.score_matching_weight > 0:
             zq_t.requires_grad_(True)
         lq, lp = D(zq_t, sq), D(zp_t, sp)
-        loss = F.softplus(-lq).mean() + F.softplus(lp).mean()  # BCE(q → 1) + BCE(p → 0)
+        loss = ratio_bce(lq, lp)
         self.log_dict({f"{stage}/d_loss": loss, f"{stage}/d_acc_q": (lq > 0).float().mean(),
                        f"{stage}/d_acc_p": (lp < 0).float().mean()}, prog_bar=True, on_epoch=True, on_step=stage == "train")
         if self.hparams.score_matching_weight > 0:
             (g,) = torch.autograd.grad(lq.sum(), zq_t, create_graph=True)
-            s = g - zq_t / (1 + sq**2).unsqueeze(-1)
-            dsm = ((sq.unsqueeze(-1) * s + nq) ** 2).sum(-1).mean()  # σ·s ≈ −ε, weighted by σ² (NCSN)
-            self.log(f"{stage}/dsm", dsm, on_epoch=True, on_step=stage == "train")
-            loss = loss + self.hparams.score_matching_weight * dsm
+            s = g - zq_t / (1 + sq**2).unsqueeze(-1)  # the latent score, with its prior term
+            dsm_term = dsm(s, sq, nq)
+            self.log(f"{stage}/dsm", dsm_term, on_epoch=True, on_step=stage == "train")
+            loss = loss + self.hparams.score_matching_weight * dsm_term
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -72,6 +72,7 @@ class PhaseModule(L.LightningModule):
 
     phase: str = ""
     dataset_name: str | None = None
+    datamodule_hparams: dict | None = None  # the data module a loaded checkpoint was trained with (for its metrics)
     total_steps: int = 1
 
     def on_train_start(self) -> None:

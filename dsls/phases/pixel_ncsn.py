@@ -11,18 +11,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from dsls.losses import dsm
 from dsls.nets.score_nets import build_score_net
 from dsls.noise import SigmaLadder
 from dsls.phases.base import PhaseModule, init_args, warmup_cosine
 from dsls.phases.reconstruction import unpack
-
-
-def dsm_loss(score_fn, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Denoising score matching, σ²-weighted (NCSN): mean ‖σ·s(x + σε, σ) + ε‖² over dimensions and batch.
-    Its minimiser over s is the score of the σ-noised data, ∇ log q_σ."""
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    s = score_fn(x + sigma.view(shape) * noise, sigma)
-    return (sigma.view(shape) * s + noise).pow(2).flatten(1).mean(1).mean()
+from dsls.score import Score
 
 
 class PixelNCSNModule(PhaseModule):
@@ -63,10 +57,9 @@ class PixelNCSNModule(PhaseModule):
     def sampling_net(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.score_net
 
-    def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """s(x, σ) ≈ ∇x log p_σ(x): one forward pass, no autograd (unlike the latent score)."""
-        with torch.no_grad():
-            return self.sampling_net(x, sigma)
+    def score_fn(self) -> Score:
+        """s(x, σ) ≈ ∇x log p_σ(x), given directly by the (EMA) network: one forward pass per evaluation."""
+        return Score(direct=[self.sampling_net])
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return x  # pixel space: the sampled variable is the image
@@ -90,7 +83,8 @@ class PixelNCSNModule(PhaseModule):
         x = unpack(batch)
         sigma = self.ladder.sample(x.shape[0], self.hparams.sigma_sampling, device=x.device)
         net = self.score_net if stage == "train" else self.sampling_net  # validate the weights that sample
-        loss = dsm_loss(net, x, sigma, torch.randn_like(x))
+        noise = torch.randn_like(x)
+        loss = dsm(net(x + sigma.view(-1, *([1] * (x.dim() - 1))) * noise, sigma), sigma, noise, reduction="mean")
         self.log(f"{stage}/dsm", loss, prog_bar=True, on_epoch=True, on_step=stage == "train")
         return loss
 

@@ -1,4 +1,4 @@
-"""Shared helpers for experiments/bench_*.py: device choice, timing, peak memory, MAC counting, tables.
+"""What the cost benchmarks (experiments/bench_*.py) share: device choice, timing, peak memory, MAC counting, tables.
 
 Peak memory: on CUDA the allocator's peak above the allocation at the start of the window; on CPU the process RSS
 high-water mark (VmHWM, reset by writing "5" to /proc/self/clear_refs) above the RSS at the start. CPU figures are

@@ -1,0 +1,71 @@
+"""Which metrics a data set's samples get, and the real data they are measured against:
+toy → modes / hq_fraction / rev_kl; digits and MNIST (28 px) → classifier-FID; other images → torch-fidelity."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
+    """Which metrics a data set gets: 'toy', 'classifier' (digits, MNIST at 28 px), 'fidelity' (other images,
+    Inception) or None (options['fidelity'] = [] skips the image metrics)."""
+    from dsls.metrics.toy import MIXTURES
+
+    data = options.get("datamodule") or {}
+    if dataset_name in MIXTURES:
+        return "toy"
+    if not options.get("fidelity"):
+        return None
+    if dataset_name == "digits" or (dataset_name == "mnist" and data.get("image_size", 28) == 28):
+        return "classifier"
+    if dataset_name != "mnist" and data.get("_class_path"):
+        return "fidelity"
+    return None
+
+
+def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional[dict] = None) -> dict:
+    """The data set's metrics of samples x (data space): see LatentSearchModule's docstring."""
+    options = options or {}
+    data = options.get("datamodule") or {}
+    kind = metric_kind(dataset_name, options)
+    if kind == "toy":
+        from dsls.metrics.toy import toy_metrics
+
+        return toy_metrics(x, dataset_name)
+    if kind == "classifier":
+        from dsls.metrics.classifier import classifier_metrics
+
+        return classifier_metrics(x, dataset_name, data_dir=data.get("data_dir", "data"))
+    if kind == "fidelity":
+        from dsls.metrics.fidelity import fidelity_metrics
+
+        split = options.get("split", "train")
+        reference, name = reference_dataset(data, split)
+        return fidelity_metrics(x, reference, name, metrics=tuple(options["fidelity"]),
+                                feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
+    if x.ndim == 4 and options.get("fidelity"):  # images, but no way to rebuild the real data for a reference
+        print(f"note: no image metrics for {dataset_name!r}: the checkpoint does not record its data module "
+              "(train it through the `dsls` CLI), or pass --model.fidelity=[] to silence this")
+    return {}
+
+
+def reference_dataset(datamodule_hparams: dict, split: str):
+    """The real `split` (train | val | test) of the data module a checkpoint was trained with, without random flips,
+    and its cache name: data set, split and a hash of the settings that change the images (size, category, ...)."""
+    import hashlib
+    import importlib
+
+    hp = {k: v for k, v in datamodule_hparams.items() if not k.startswith("_")}
+    if "random_flip" in hp:
+        hp["random_flip"] = False
+    module_path, cls_name = datamodule_hparams["_class_path"].rsplit(".", 1)
+    dm = getattr(importlib.import_module(module_path), cls_name)(**hp)
+    dm.prepare_data()
+    dm.setup("fit")
+    ds = getattr(dm, f"{split}_set", None)
+    if ds is None:
+        raise ValueError(f"{cls_name} has no {split!r} split; set --model.fid_reference_split to train, val or test")
+    looks = {k: v for k, v in sorted(hp.items()) if k not in ("batch_size", "num_workers", "pin_memory", "seed")}
+    tag = hashlib.sha1(repr((datamodule_hparams["_class_path"], looks)).encode()).hexdigest()[:8]
+    return ds, f"{getattr(dm, 'dataset_name', cls_name)}-{split}-{tag}"

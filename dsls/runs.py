@@ -1,0 +1,45 @@
+"""The run folder's files (DESIGN.md §3): samples-<sampler>.npz, results.json, search.ckpt, and the results table."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "classifier_fid", "class_kl", "mean_confidence",
+                 "fid", "is_mean", "kid_mean", "precision", "recall"]
+
+
+def save_samples(out_dir: str, name: str, arrays: dict) -> str:
+    """samples-<name>.npz with float32 x (data space), z0 and z (latents), plus int64 y when the samples have labels."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"samples-{name}.npz")
+    np.savez(path, **{k: np.asarray(v, dtype=np.int64 if k == "y" else np.float32) for k, v in arrays.items()})
+    return path
+
+
+def save_search_ckpt(out_dir: str, dataset_name, hyper_parameters: dict) -> str:
+    """The search phase's 'checkpoint': what is needed to rerun it (experiments/evaluate.py takes it)."""
+    path = os.path.join(out_dir, "search.ckpt")
+    torch.save({"dsls_phase": "search", "dsls_dataset": dataset_name, "hyper_parameters": dict(hyper_parameters)},
+               path)
+    return path
+
+
+def merge_results(path: str, new: dict) -> dict:
+    """results.json keeps one entry per sampler ever run in this folder; a re-run replaces its own entry."""
+    old = json.load(open(path)) if os.path.isfile(path) else {}
+    old.update(new)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=2)
+    return old
+
+
+def format_table(results: dict) -> str:
+    """A markdown table: one row per sampler, the metrics any row has, then cost."""
+    cols = [c for c in TABLE_METRICS if any(c in r for r in results.values())] + ["seconds_per_sample", "nfe"]
+    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["sampler | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
+    lines += [f"{name} | " + " | ".join(fmt(r.get(c)) for c in cols) for name, r in results.items()]
+    return "\n".join(lines)

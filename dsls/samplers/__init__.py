@@ -1,0 +1,44 @@
+"""Samplers: a registry (base.py) and one file per family. Each sampler is a frozen dataclass of its own settings.
+
+    none      plain prior sampling, the AAE baseline (base.py)
+    langevin  annealed Langevin dynamics (langevin.py)
+    pc        predictor–corrector: reverse diffusion + Langevin corrector (pc.py)
+    ode       probability-flow ODE, deterministic (ode.py)
+
+`SamplerSettings` has one optional field per registered sampler, typed by its settings class, so the CLI validates,
+documents (`--help`) and merges them: `--model.samplers.langevin.eps0=1e-3` changes one setting and keeps the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, register,  # noqa: F401
+                                sample_seed, setting_names)
+from dsls.samplers import langevin, pc, ode  # noqa: F401,E402,I001  (registers the families, in this order)
+
+SamplerSettings = dataclasses.make_dataclass(
+    "SamplerSettings", [(name, Optional[cls], dataclasses.field(default=None)) for name, cls in SAMPLERS.items()],
+    frozen=True)
+SamplerSettings.__module__ = __name__  # importable as dsls.samplers.SamplerSettings (configs, pickles)
+SamplerSettings.__doc__ = "The samplers a search runs (the fields that are set), each with its settings."
+
+
+def build_samplers(spec) -> dict[str, Sampler]:
+    """name → Sampler from a SamplerSettings, a mapping {name: {setting: value}} or a list of names (defaults)."""
+    if isinstance(spec, SamplerSettings):
+        items = [(f.name, getattr(spec, f.name)) for f in dataclasses.fields(spec) if getattr(spec, f.name) is not None]
+    elif isinstance(spec, dict):  # a null entry (as the CLI writes for unset fields) is not run
+        items = [(name, settings) for name, settings in spec.items() if settings is not None]
+    elif isinstance(spec, (list, tuple)):
+        items = [(name, None) for name in spec]
+    else:
+        raise ValueError(f"samplers must be a mapping like {{none: {{}}, langevin: {{eps0: 5.0e-4}}}}, got {spec!r}")
+    if not items:
+        raise ValueError("no sampler selected: name at least one, e.g. samplers: {none: {}, langevin: {}}")
+    return {name: make_sampler(name, settings) for name, settings in items}
+
+
+def run_sampler(name: str, score_fn, n0, ladder, rng: PerSampleRNG, track: int = 0, **settings) -> SamplerOutput:
+    """One call: make_sampler(name, settings).sample(...)."""
+    return make_sampler(name, settings).sample(score_fn, n0, ladder, rng, track=track)

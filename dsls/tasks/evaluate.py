@@ -1,0 +1,133 @@
+"""Evaluate a checkpoint: rebuild the search from what the checkpoint saved, run it, and optionally rate the latents
+by their likelihood (dsls.tasks.likelihood). experiments/evaluate.py is the command.
+
+A phase-2 checkpoint gets the search settings saved beside it in its run folder (<run>/config.yaml, written by the
+search phase) when there are any, else the module's defaults. A phase-3 checkpoint (search.ckpt, written by every
+search) carries its own. --model.X=value overrides either; nested sampler settings merge into the saved ones
+(--model.samplers.langevin.eps0=1e-3 keeps langevin's other settings and the other samplers).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from dsls.pipeline import deep_merge, parse_overrides, sampler_flag_hint
+from dsls.tasks import TaskError
+
+LEGACY_KEYS = ("eps0", "steps_per_level", "denoise", "init")  # sampler settings that were module arguments once
+
+
+def _search_module():
+    from dsls.phases.search import LatentSearchModule
+
+    return LatentSearchModule
+
+
+def _legacy_samplers(hp: dict) -> dict:
+    """A run saved before samplers carried their own settings: move the flat ones under each named sampler."""
+    from dsls.samplers import setting_names
+
+    flat = {k: hp.pop(k) for k in LEGACY_KEYS if k in hp}
+    names = hp.get("samplers")
+    if flat and isinstance(names, (list, tuple)):
+        hp["samplers"] = {n: {k: v for k, v in flat.items() if k in setting_names(n)} for n in names}
+    return hp
+
+
+def search_settings(ckpt_path: str) -> dict:
+    """The LatentSearchModule arguments a checkpoint implies (see the module docstring); samplers as a mapping."""
+    from dsls.phases.base import PhaseCheckpointError
+
+    if not os.path.isfile(ckpt_path):
+        raise PhaseCheckpointError(f"--ckpt={ckpt_path} does not exist: pass <run>/adversarial/checkpoints/last.ckpt "
+                                   "or <run>/search.ckpt.")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    phase = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
+    if phase == "search":
+        hp = {**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}, "out_dir": None}
+    elif phase in ("adversarial", "pixel_ncsn"):
+        saved = Path(ckpt_path).resolve().parents[2] / "config.yaml"  # <run>/adversarial/checkpoints/x.ckpt
+        hp = {}
+        if saved.is_file():
+            model = (yaml.safe_load(saved.read_text()) or {}).get("model") or {}
+            if model.get("class_path", "").endswith("LatentSearchModule"):
+                hp = dict(model.get("init_args") or {}, out_dir=None)
+        hp["ckpt"] = ckpt_path
+    else:
+        what = f"a {phase}" if phase else "not a dsls"
+        raise PhaseCheckpointError(f"--ckpt={ckpt_path} is {what} checkpoint; evaluate.py takes a phase-2 "
+                                   "(adversarial) or pixel_ncsn checkpoint, or a search.ckpt.")
+    hp = _legacy_samplers(hp)
+    if not isinstance(hp.get("samplers"), dict):  # a list of names, or none saved: the defaults as a mapping
+        from dsls.samplers import build_samplers
+
+        spec = hp.get("samplers") or inspect.signature(_search_module()).parameters["samplers"].default
+        hp["samplers"] = {n: s.settings() for n, s in build_samplers(spec).items()}
+    return hp
+
+
+def check_model_keys(model_overrides: dict) -> None:
+    """Every --model.X names a LatentSearchModule argument; a sampler setting given at the top says where it goes."""
+    valid = inspect.signature(_search_module()).parameters
+    for key in model_overrides:
+        if key in valid:
+            continue
+        valid_keys = ", ".join(k for k in valid if k != "self")
+        raise TaskError(sampler_flag_hint(key) or f"--model.{key} is not a search setting; valid: {valid_keys}")
+
+
+def resolve(ckpt: str, overrides: list[str]) -> tuple[dict, dict]:
+    """(LatentSearchModule arguments, Trainer arguments) for a checkpoint and the command's overrides."""
+    unknown = [a for a in overrides if not a.startswith(("--model.", "--trainer."))]
+    if unknown:
+        raise TaskError(f"unknown arguments {unknown}; use --model.X=value or --trainer.X=value")
+    model_over = parse_overrides(list(overrides), "model")
+    check_model_keys(model_over)
+    hp = deep_merge(search_settings(ckpt), model_over)
+    trainer_kw = {"logger": False, "inference_mode": False, **parse_overrides(list(overrides), "trainer")}
+    return hp, trainer_kw
+
+
+def run_search(hp: dict, trainer_kw: dict) -> dict:
+    """One search into hp['out_dir']; returns its results.json entries."""
+    import lightning as L
+
+    model = _search_module()(**hp)
+    L.Trainer(**trainer_kw).predict(model, return_predictions=False)
+    return model.results
+
+
+def sampler_names(hp: dict) -> list[str]:
+    return [name for name, settings in hp["samplers"].items() if settings is not None]
+
+
+def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), likelihood: bool = False,
+             likelihood_n: int = 500) -> dict:
+    """Run the checkpoint's search into out_dir (default <run>/eval-<time>). likelihood: also write likelihood.json;
+    the search is then skipped when out_dir already holds every sampler's samples and no --model.X was given."""
+    hp, trainer_kw = resolve(ckpt, list(overrides))
+    if likelihood:  # before any sampling: a pixel-space model has no latents to rate
+        from dsls.phases.base import load_phase_checkpoint
+
+        load_phase_checkpoint(hp["ckpt"], "adversarial", flag="--ckpt")
+    hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
+                                            f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    names = sampler_names(hp)
+    have = all(os.path.isfile(os.path.join(hp["out_dir"], f"samples-{n}.npz")) for n in names)
+    out = {"out_dir": hp["out_dir"], "results": None}
+    if likelihood and have and not any(a.startswith("--model.") for a in overrides):
+        print(f"using the samples in {hp['out_dir']} (samples-{{{','.join(names)}}}.npz)", flush=True)
+    else:
+        out["results"] = run_search(hp, trainer_kw)
+    if likelihood:
+        from dsls.tasks.likelihood import evaluate_likelihood
+
+        device = "cpu" if trainer_kw.get("accelerator") == "cpu" else None
+        out["likelihood"] = evaluate_likelihood(hp, hp["out_dir"], names, n=likelihood_n,
+                                                batch_size=min(likelihood_n, 500), device=device)
+    return out

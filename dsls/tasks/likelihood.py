@@ -1,0 +1,141 @@
+"""Latent log-likelihood log q_σmin(z) (dsls.likelihood.ode_log_prob) of three kinds of latents, as a table:
+
+    codes       held-out codes E(x) of the data's validation split: what q should rate highest
+    prior       plain draws z ~ N(0, I): the AAE's starting point
+    <sampler>   each search's final latents z, read from samples-<sampler>.npz
+
+written as likelihood.json = {"codes": {...}, "prior": {...}, "<sampler>": {...}} (DESIGN.md §3), each entry
+{mean_log_prob, nats_per_dim, n, nfe}. nats_per_dim = mean_log_prob / d (a log-density per latent dimension: higher
+is more likely). nfe is the most score evaluations one batch's ODE solve made. This is the density of latents under
+the model's score, not a data NLL: the decoder is deterministic.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from dsls.likelihood import ode_log_prob
+from dsls.noise import SigmaLadder
+from dsls.phases.base import PhaseCheckpointError
+from dsls.tasks import TaskError
+
+
+def load_latent_model(ckpt: str):
+    """The frozen phase-2 model whose score rates the latents (a pixel-space model has no latents to rate)."""
+    from dsls.phases.search import load_sampling_model
+
+    model = load_sampling_model(ckpt)
+    if model.phase != "adversarial":
+        raise PhaseCheckpointError(f"--likelihood needs a phase-2 (adversarial) checkpoint or its search.ckpt; "
+                                   f"{ckpt} is a {model.phase} checkpoint.")
+    return model
+
+
+def _datamodule_class(dataset_name: Optional[str]):
+    """The data module of a data set name: what a checkpoint saved by a bare Trainer (no class path) implies."""
+    import dsls.data as data
+    from dsls.data.toy2d import NAMES
+
+    if dataset_name in NAMES:
+        return data.Toy2DDataModule
+    for name in data.__all__:
+        cls = getattr(data, name)
+        if isinstance(cls, type) and getattr(cls, "dataset_name", None) == dataset_name:
+            return cls
+    return None
+
+
+def datamodule_hparams(model) -> dict:
+    """The settings of the data module the model was trained on, with its class path."""
+    hp = dict(model.datamodule_hparams or {})
+    if hp and "_class_path" not in hp:
+        cls = _datamodule_class(model.dataset_name)
+        if cls is not None:
+            hp["_class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+    if "_class_path" not in hp:
+        raise TaskError(f"the checkpoint does not record the data module it was trained on (data set "
+                         f"{model.dataset_name!r}), so the held-out codes cannot be rebuilt: train through the `dsls` "
+                         "CLI or `Trainer.fit(model, datamodule=...)`.")
+    return hp
+
+
+@torch.no_grad()
+def heldout_codes(model, n: int, batch_size: int, device) -> torch.Tensor:
+    """E(x) of the first n rows of the validation split (the encoder's mean code, no code noise)."""
+    from dsls.metrics.samples import reference_dataset
+    from dsls.phases.reconstruction import unpack
+
+    ds, _ = reference_dataset(datamodule_hparams(model), "val")
+    rows = Subset(ds, range(min(n, len(ds))))
+    codes = [model.autoencoder.encode(unpack(b).to(device), sample=False)
+             for b in DataLoader(rows, batch_size=batch_size)]
+    return torch.cat(codes).float()
+
+
+def prior_draws(shape: Sequence[int], n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def sampler_latents(out_dir: str, name: str, n: int) -> torch.Tensor:
+    path = os.path.join(out_dir, f"samples-{name}.npz")
+    if not os.path.isfile(path):
+        raise TaskError(f"{path} is missing: run the search into {out_dir} first")
+    with np.load(path) as f:
+        return torch.from_numpy(f["z"][:n]).float()
+
+
+def log_prob_summary(score_fn, z: torch.Tensor, ladder: SigmaLadder, batch_size: int, device, seed: int = 0,
+                     rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+    """{mean_log_prob, nats_per_dim, n, nfe} of the rows of z, solved batch by batch."""
+    parts, nfe = [], 0
+    for i, chunk in enumerate(z.split(batch_size)):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)  # the Hutchinson probe (d > 16), fixed per batch
+        lp, n = ode_log_prob(score_fn, chunk.to(device), ladder, rtol=rtol, atol=atol, generator=g)
+        parts.append(lp.detach().cpu())
+        nfe = max(nfe, n)
+    lp = torch.cat(parts).double()
+    if not torch.isfinite(lp).all():
+        print(f"warning: {int((~torch.isfinite(lp)).sum())} of {len(lp)} log-probabilities are not finite", flush=True)
+    mean, d = float(lp.mean()), z[0].numel()
+    return {"mean_log_prob": mean, "nats_per_dim": mean / d, "n": int(len(lp)), "nfe": int(nfe)}
+
+
+def evaluate_likelihood(hp: dict, out_dir: str, samplers: Sequence[str], n: int = 500, batch_size: int = 500,
+                        device: Optional[str] = None) -> dict:
+    """Write <out_dir>/likelihood.json for the held-out codes, prior draws and each sampler's samples-<name>.npz.
+    hp: the search's settings (ckpt, and the sigma_max/sigma_min/num_levels overrides of the ladder, seed)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_latent_model(hp["ckpt"]).to(device)
+    ladder = model.ladder.with_overrides(hp.get("sigma_max"), hp.get("sigma_min"), hp.get("num_levels"))
+    score, seed = model.score_fn(), int(hp.get("seed") or 0)
+    sets = {"codes": lambda: heldout_codes(model, n, batch_size, device),
+            "prior": lambda: prior_draws(model.latent_shape, n, seed)}
+    sets.update({name: (lambda name=name: sampler_latents(out_dir, name, n)) for name in samplers})
+    out = {}
+    print(f"likelihood log q_σmin by the probability-flow ODE, {ladder}:", flush=True)
+    for name, latents in sets.items():
+        z = latents()
+        print(f"  {name}: {len(z)} latents ...", end=" ", flush=True)
+        t0 = time.perf_counter()
+        out[name] = log_prob_summary(score, z, ladder, batch_size, device, seed)
+        print(f"mean log q = {out[name]['mean_log_prob']:.4g} nats, {out[name]['nfe']} NFE, "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "likelihood.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    return out
+
+
+def format_likelihood(results: dict) -> str:
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    lines = ["latents | n | mean log q_σmin (nats) | nats per dim | nfe", "--- | --- | --- | --- | ---"]
+    lines += [f"{k} | {r['n']} | {fmt(r['mean_log_prob'])} | {fmt(r['nats_per_dim'])} | {r['nfe']}"
+              for k, r in results.items()]
+    return "\n".join(lines)

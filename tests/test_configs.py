@@ -1,0 +1,90 @@
+"""Every shipped config parses with the CLI's own parser (types, keys, class paths), without building anything; and
+every W&B sweep parameter is an override that parser accepts and applies."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from dsls.cli import DSLSCLI, main
+from dsls.samplers import SAMPLERS, build_samplers
+
+CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
+SWEEPS = sorted(glob.glob("configs/sweeps/*.yaml"))
+SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "search": "predict"}
+
+
+@pytest.fixture
+def parse_only(monkeypatch):
+    """main(args) that parses (and runs DSLSCLI's own config hook) but instantiates and runs nothing: no
+    checkpoints, data or weights are needed. Returns the subcommand's parsed config."""
+    monkeypatch.setattr(DSLSCLI, "instantiate_classes", lambda self: None)
+    monkeypatch.setattr(DSLSCLI, "_run_subcommand", lambda self, subcommand: None)
+
+    def parse(args: list[str]):
+        cli = main(args)
+        return cli.config[cli.subcommand]
+
+    return parse
+
+
+def test_every_dataset_ships_every_phase():
+    assert len(CONFIGS) >= 4 * 5
+    for folder in sorted({os.path.dirname(p) for p in CONFIGS}):
+        assert {f"{folder}/{phase}.yaml" for phase in SUBCOMMAND} <= set(CONFIGS), folder
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_parses_with_the_cli(path, parse_only, tmp_path):
+    phase = os.path.splitext(os.path.basename(path))[0]
+    cfg = parse_only([SUBCOMMAND[phase], "--config", path, f"--run_dir={tmp_path}"])
+    module = cfg.model.class_path
+    assert module.startswith("dsls.phases.") and module.split(".")[2] == phase, module  # the file names its phase
+    if phase != "search":
+        assert cfg.data is not None and cfg.data.class_path.startswith("dsls.data."), cfg.data
+    else:  # the samplers a search config names are registered, with valid settings
+        samplers = {name: None if s is None else dict(s) for name, s in vars(cfg.model.init_args.samplers).items()}
+        chosen = build_samplers(samplers)
+        assert set(chosen) <= set(SAMPLERS) and {"none", "langevin"} <= set(chosen), chosen
+
+
+def sweep_value(spec: dict):
+    """One value a W&B agent could pass for a parameter spec."""
+    if "value" in spec:
+        return spec["value"]
+    if "values" in spec:
+        return spec["values"][-1]
+    return spec["min"]
+
+
+@pytest.mark.parametrize("path", SWEEPS)
+def test_sweep_parameters_are_overrides_the_cli_accepts(path, parse_only, tmp_path):
+    sweep = yaml.safe_load(open(path))
+    cmd = sweep["command"]
+    sub, config = cmd[cmd.index("--config") - 1], cmd[cmd.index("--config") + 1]
+    assert sub in ("fit", "predict") and config in CONFIGS
+    params = {name: sweep_value(spec) for name, spec in sweep["parameters"].items()}
+    cfg = parse_only([sub, "--config", config, f"--run_dir={tmp_path}"] + [f"--{k}={v}" for k, v in params.items()])
+    for name, value in params.items():
+        section, key = name.split(".", 1)
+        got = cfg[f"model.init_args.{key}"] if section == "model" else cfg[name]
+        assert got == pytest.approx(value) if isinstance(value, float) else got == value, (name, got, value)
+
+
+def test_search_sweep_tunes_sampler_settings_by_their_new_names():
+    """Sampler settings live under model.samplers.<sampler>.<setting> (there is no model.eps0 any more)."""
+    sweep = yaml.safe_load(open("configs/sweeps/cifar10_search.yaml"))
+    names = set(sweep["parameters"])
+    assert "model.samplers.langevin.eps0" in names and "model.samplers.langevin.steps_per_level" in names, names
+    assert not {"model.eps0", "model.steps_per_level", "model.denoise", "model.init"} & names, names
+
+
+def test_the_parser_rejects_unknown_overrides(parse_only, tmp_path, capsys):
+    base = ["predict", "--config", "configs/toy/search.yaml", f"--run_dir={tmp_path}"]
+    for bad in ("--model.samplers.langevin.epsx=1", "--model.samplers.nope={}", "--model.eps0=1e-3"):
+        with pytest.raises(SystemExit):
+            parse_only(base + [bad])
+        assert bad[2:].split("=")[0].split(".")[-1] in capsys.readouterr().err, bad
+    cfg = parse_only(base + ["--model.samplers.langevin.eps0=1e-3"])
+    assert cfg["model.init_args.samplers.langevin.eps0"] == 1e-3
+    assert cfg["model.init_args.samplers.langevin.steps_per_level"] == 10  # the rest kept

@@ -1,0 +1,95 @@
+"""experiments/evaluate.py --likelihood (dsls.tasks.likelihood) end to end on a tiny toy checkpoint: the
+likelihood.json contract (DESIGN.md §3), reuse of the searched samples, and the exact value when q = p."""
+import json
+import math
+import os
+import runpy
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from dsls.data import Toy2DDataModule
+from dsls.noise import gaussian_log_prob
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.reconstruction import ReconstructionModule
+from dsls.tasks.evaluate import evaluate
+from dsls.tasks.likelihood import load_latent_model, log_prob_summary
+
+ENTRY = {"mean_log_prob", "nats_per_dim", "n", "nfe"}
+SEARCH = ["--model.num_samples=24", "--model.batch_size=24", "--model.samplers.langevin.steps_per_level=2",
+          "--trainer.accelerator=cpu"]
+
+
+def _fit(module, path):
+    t = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    t.fit(module, datamodule=Toy2DDataModule(train_size=512, val_size=64))
+    t.save_checkpoint(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def adv_ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("evaluate") / "run"
+    for phase in ("reconstruction", "adversarial"):
+        (run / phase / "checkpoints").mkdir(parents=True)
+    ae = _fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), run / "reconstruction/checkpoints/last.ckpt")
+    return _fit(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1),
+                run / "adversarial/checkpoints/last.ckpt")
+
+
+def test_likelihood_json_contract(adv_ckpt, tmp_path, monkeypatch, capsys):
+    # a bare Trainer's checkpoint records the data module's settings but not its class: found from the data set
+    hp = torch.load(adv_ckpt, weights_only=False)["datamodule_hyper_parameters"]
+    assert hp["val_size"] == 64 and "_class_path" not in hp
+    out_dir = tmp_path / "eval"
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--ckpt", adv_ckpt, "--out-dir", str(out_dir), "--likelihood",
+                                      "--likelihood-n=20", *SEARCH])
+    runpy.run_path("experiments/evaluate.py", run_name="__main__")  # the search runs first: no samples yet
+    printed = capsys.readouterr().out
+    assert "mean log q_σmin" in printed and "likelihood.json" in printed
+    res = json.loads((out_dir / "likelihood.json").read_text())
+    assert list(res) == ["codes", "prior", "none", "langevin"]
+    for name, entry in res.items():
+        assert set(entry) == ENTRY, name
+        assert all(math.isfinite(entry[k]) for k in ("mean_log_prob", "nats_per_dim")), (name, entry)
+        assert entry["nats_per_dim"] == pytest.approx(entry["mean_log_prob"] / 2)  # latent_dim 2
+        assert entry["n"] == 20 and entry["nfe"] > 0
+    # with the samples in place the search is not run again, and the numbers are reproduced
+    stamp = os.path.getmtime(out_dir / "samples-langevin.npz")
+    again = evaluate(adv_ckpt, str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True, likelihood_n=20)
+    assert again["results"] is None and os.path.getmtime(out_dir / "samples-langevin.npz") == stamp
+    assert again["likelihood"] == res
+
+
+def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
+    """logit D ≡ 0 makes the score the noised prior's, so log q_σmin(z) = log N(z; 0, (1 + σ_min²) I) exactly."""
+    model = load_latent_model(adv_ckpt)
+    for p in model.discriminator.parameters():
+        p.data.zero_()
+    z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 2
+    ladder = model.ladder
+    res = log_prob_summary(model.score_fn(), z, ladder, batch_size=8, device="cpu")
+    expected = gaussian_log_prob(z, 1 + ladder.sigma_min**2).mean().item()
+    assert res["mean_log_prob"] == pytest.approx(expected, abs=1e-3) and res["n"] == 16
+
+
+def test_likelihood_needs_a_latent_model(adv_ckpt):
+    ae = adv_ckpt.replace("adversarial", "reconstruction")
+    with pytest.raises(Exception, match="reconstruction checkpoint"):
+        evaluate(ae, None, [], likelihood=True)
+
+
+def test_an_old_search_ckpt_gets_its_sampler_settings_moved(tmp_path):
+    """search.ckpt files written before samplers carried their settings held eps0 & co. at the module's level."""
+    from dsls.tasks.evaluate import search_settings
+
+    old = {"ckpt": "x.ckpt", "samplers": ["none", "langevin"], "eps0": 1e-3, "steps_per_level": 4, "denoise": False,
+           "init": "prior", "num_samples": 10}
+    torch.save({"dsls_phase": "search", "hyper_parameters": old}, tmp_path / "search.ckpt")
+    hp = search_settings(str(tmp_path / "search.ckpt"))
+    assert hp["samplers"] == {"none": {}, "langevin": {"eps0": 1e-3, "steps_per_level": 4, "denoise": False,
+                                                       "init": "prior"}}
+    assert "eps0" not in hp and hp["num_samples"] == 10

@@ -1,0 +1,140 @@
+"""The search phase's contract with its samplers: per-sample seeds (the same sample whatever the batch size or the
+other samplers), every registered sampler under Trainer.predict, clear errors, and CLI overrides of one setting."""
+import dataclasses
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import yaml
+
+from dsls.phases.search import LatentSearchModule
+from dsls.samplers import SAMPLERS, make_sampler
+
+# Small settings per sampler, so that each runs in a second on the toy checkpoint. A sampler registered later and not
+# named here runs with its defaults.
+QUICK = {"none": {}, "langevin": {"steps_per_level": 1}, "pc": {"levels": 3}, "ode": {"rtol": 1e-3, "atol": 1e-3}}
+
+
+def search(ckpt, out_dir, **kw) -> LatentSearchModule:
+    model = LatentSearchModule(ckpt=ckpt, out_dir=str(out_dir), **kw)
+    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False,
+              enable_model_summary=False).predict(model, return_predictions=False)
+    return model
+
+
+def load(out_dir, name: str) -> dict:
+    with np.load(out_dir / f"samples-{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same_samples(a: dict, b: dict, what: str) -> None:
+    for key in ("z0", "z", "x"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{what}: {key} differs")
+
+
+@pytest.mark.parametrize("batch_size", [50, 7, 499])  # 7 and 499 leave ragged last batches (3 rows, 1 row)
+def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, tmp_path, batch_size):
+    kw = dict(num_samples=500, samplers={"none": {}, "langevin": {"steps_per_level": 2}}, num_levels=4)
+    search(toy_adv_ckpt, tmp_path / "small", batch_size=batch_size, **kw)
+    search(toy_adv_ckpt, tmp_path / "b500", batch_size=500, **kw)
+    for name in ("none", "langevin"):
+        a, b = load(tmp_path / "small", name), load(tmp_path / "b500", name)
+        assert a["x"].shape == (500, 2)
+        assert_same_samples(a, b, f"{name}, batch {batch_size} vs 500")
+    lang = load(tmp_path / "small", "langevin")
+    assert not np.array_equal(lang["z"], lang["z0"])  # the search did move the latents
+
+
+def test_samples_do_not_depend_on_the_other_samplers(toy_adv_ckpt, tmp_path):
+    kw = dict(num_samples=60, batch_size=30, num_levels=3)
+    search(toy_adv_ckpt, tmp_path / "one", samplers=["langevin"], **kw)
+    search(toy_adv_ckpt, tmp_path / "two", samplers=["none", "langevin"], **kw)
+    assert_same_samples(load(tmp_path / "one", "langevin"), load(tmp_path / "two", "langevin"),
+                        "langevin alone vs after none")
+
+
+def test_start_latent_depends_only_on_seed_and_index(toy_adv_ckpt, tmp_path):
+    m = search(toy_adv_ckpt, tmp_path / "a", num_samples=30, batch_size=7, samplers={"none": {}}, seed=3)
+    search(toy_adv_ckpt, tmp_path / "b", num_samples=50, batch_size=50, seed=3,
+           samplers={"none": {}, "langevin": QUICK["langevin"]})
+    search(toy_adv_ckpt, tmp_path / "c", num_samples=30, batch_size=30, samplers={"none": {}}, seed=4)
+    a, b, c = (load(tmp_path / d, "none") for d in "abc")
+    np.testing.assert_array_equal(a["z0"], b["z0"][:30])  # sample i is sample i, whatever N and the batches
+    assert not np.array_equal(a["z0"], c["z0"])  # and the seed matters
+    # every sampler starts from the same standard-normal n0 (langevin's 'wide' start is it scaled by √(1 + σ_max²))
+    lang = load(tmp_path / "b", "langevin")
+    np.testing.assert_allclose(lang["z0"], b["z0"] * np.sqrt(1 + m.ladder.sigma_max**2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_registered_sampler_runs_through_predict(name, toy_adv_ckpt, tmp_path):
+    settings = QUICK.get(name, {})
+    model = search(toy_adv_ckpt, tmp_path, num_samples=20, batch_size=10, num_levels=3, seed=5,
+                   samplers={name: settings})
+    npz = load(tmp_path, name)
+    assert npz["x"].shape == (20, 2) and np.isfinite(npz["x"]).all() and npz["z"].shape == (20, 2)
+    assert len(np.unique(npz["z0"], axis=0)) == 20
+    entry = json.loads((tmp_path / "results.json").read_text())[name]
+    assert entry["num_samples"] == 20 and entry["seed"] == 5
+    assert entry["nfe"] == 0 if name == "none" else entry["nfe"] > 0
+    assert entry["settings"] == make_sampler(name, settings).settings()
+    assert entry["ladder"] == model.ladder.state_dict() and entry["ladder"]["num_levels"] == 3
+    if name == "langevin":
+        assert entry["nfe"] == 3 * 1 + 1  # levels × steps + denoise
+
+
+def test_unknown_sampler_or_setting_through_the_module(toy_adv_ckpt):
+    with pytest.raises(ValueError, match=r"unknown sampler 'nope'.*registered samplers: none, langevin"):
+        LatentSearchModule(ckpt=toy_adv_ckpt, samplers={"none": {}, "nope": {}})
+    with pytest.raises(ValueError, match=r"unknown sampler 'nope'"):
+        LatentSearchModule(ckpt=toy_adv_ckpt, samplers=["nope"])
+    with pytest.raises(ValueError, match=r"sampler 'langevin' has no setting 'epsx'; its settings: eps0, steps_per"):
+        LatentSearchModule(ckpt=toy_adv_ckpt, samplers={"langevin": {"epsx": 1e-3}})
+    with pytest.raises(TypeError):  # the pre-registry top-level settings are gone, not silently ignored
+        LatentSearchModule(ckpt=toy_adv_ckpt, steps_per_level=2)
+
+
+class NoRunTrainer(L.Trainer):
+    """The CLI builds the module and the trainer; this trainer then does nothing: the test is about the overrides."""
+
+    def predict(self, *args, **kwargs):
+        return None
+
+
+def test_cli_override_of_one_setting_reaches_the_sampler(toy_adv_ckpt, tmp_path, capsys):
+    """A W&B sweep agent passes one --name=value per swept setting: it must change that setting and keep the rest
+    (the sampler's other settings, and the other samplers of the config with theirs)."""
+    from dsls.cli import main
+
+    base = ["predict", "--config", "configs/toy/search.yaml", f"--model.ckpt={toy_adv_ckpt}", f"--run_dir={tmp_path}"]
+    plain = main(base, trainer_class=NoRunTrainer).model.samplers
+    configured = yaml.safe_load(open("configs/toy/search.yaml"))["model"]["init_args"]["samplers"]
+    assert list(plain) == list(configured) and "langevin" in plain
+    cli = main(base + ["--model.samplers.langevin.steps_per_level=3", "--model.samplers.langevin.eps0=0.00123"],
+               trainer_class=NoRunTrainer)
+    samplers = cli.model.samplers
+    assert samplers["langevin"].eps0 == 0.00123 and samplers["langevin"].steps_per_level == 3
+    assert samplers["langevin"] == dataclasses.replace(plain["langevin"], eps0=0.00123, steps_per_level=3)
+    assert {n: s for n, s in samplers.items() if n != "langevin"} == {n: s for n, s in plain.items() if n != "langevin"}
+    assert cli.model.hparams["samplers"]["langevin"]["eps0"] == 0.00123  # what search.ckpt records
+    for bad in ("--model.samplers.langevin.epsx=1", "--model.samplers.nope={}"):
+        with pytest.raises(SystemExit):
+            main(base + [bad], trainer_class=NoRunTrainer)
+        assert bad[2:].split("=")[0].split(".")[-1] in capsys.readouterr().err, bad
+
+
+def test_cli_adds_a_sampler_with_its_defaults(toy_adv_ckpt, tmp_path):
+    """'--model.samplers.<name>={}' adds a registered sampler that the config does not run."""
+    from dsls.cli import main
+
+    config = "configs/cifar10/search.yaml"  # none + langevin: pc and ode are left to add
+    configured = yaml.safe_load(open(config))["model"]["init_args"]["samplers"]
+    missing = [n for n in SAMPLERS if n not in configured]
+    if not missing:
+        pytest.skip(f"{config} already runs every registered sampler")
+    name = missing[0]
+    cli = main(["predict", "--config", config, f"--model.ckpt={toy_adv_ckpt}", f"--run_dir={tmp_path}",
+                f"--model.samplers.{name}={{}}"], trainer_class=NoRunTrainer)
+    assert list(cli.model.samplers) == [*configured, name]
+    assert cli.model.samplers[name] == make_sampler(name)
