@@ -69,11 +69,8 @@ class DSLSCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
 
-    def _cfg(self, config):
-        return config[self.subcommand] if self.subcommand else config  # run=False parses without a subcommand
-
     def before_instantiate_classes(self) -> None:
-        cfg = self._cfg(self.config)
+        cfg = self.config[self.subcommand]
         phase = _phase_of(cfg)
         run_dir = cfg.run_dir
         if run_dir is None:
@@ -87,12 +84,12 @@ class DSLSCLI(LightningCLI):
             cfg.checkpoint.dirpath = os.path.join(phase_dir, "checkpoints")
 
     def instantiate_trainer(self, **kwargs):
-        cfg = self._cfg(self.config_init)
+        cfg = self.config_init[self.subcommand]
         if cfg.trainer.get("logger") in (None, True):  # default logger: W&B, offline without a key
             from lightning.pytorch.loggers import WandbLogger
 
             kwargs["logger"] = WandbLogger(project="dsls", save_dir=cfg.run_dir, offline=wandb_offline(),
-                                           name=f"{Path(cfg.run_dir).name}-{_phase_of(self._cfg(self.config))}")
+                                           name=f"{Path(cfg.run_dir).name}-{_phase_of(self.config[self.subcommand])}")
         return super().instantiate_trainer(**kwargs)
 
 

@@ -118,7 +118,7 @@ def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         old = out.get(k)
-        if isinstance(v, dict) and v and isinstance(old, dict | None):
+        if isinstance(v, dict) and isinstance(old, dict | None):  # so {} keeps what is there, as the CLI does
             out[k] = deep_merge(old or {}, v)
         else:
             out[k] = v

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
-from dsls.noise import SigmaLadder, as_sigma, gaussian_log_prob, noised_prior_log_prob
+from dsls.noise import SigmaLadder, as_sigma, noised_prior_log_prob
 
 LogDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z (B, ...), σ (B,)) → (B,)
 DirectScore = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z, σ (B,)) → a score shaped like z
@@ -155,4 +155,4 @@ class OracleDiscriminator(nn.Module):
         self.mixture = mixture
 
     def forward(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.mixture.log_prob(z, sigma) - gaussian_log_prob(z, 1 + as_sigma(sigma, z) ** 2)
+        return self.mixture.log_prob(z, sigma) - noised_prior_log_prob(z, sigma)

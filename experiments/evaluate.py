@@ -15,7 +15,8 @@ every search) carries its own. --model.X=value overrides either (sampler setting
 
 --likelihood also writes likelihood.json: the mean latent log-likelihood log q_σmin (probability-flow ODE) of
 held-out codes E(x) of the validation split, of prior draws N(0, I) and of each sampler's final latents. The search
-is skipped when --out-dir already holds every sampler's samples and no --model.X is given. The logic is dsls.tasks.
+is skipped when --out-dir already holds every sampler's samples from the same checkpoint and settings (its
+search.ckpt says so); other samples there stop with an error. The logic is dsls.tasks.
 """
 from __future__ import annotations
 

@@ -88,3 +88,14 @@ def test_the_parser_rejects_unknown_overrides(parse_only, tmp_path, capsys):
     cfg = parse_only(base + ["--model.samplers.langevin.eps0=1e-3"])
     assert cfg["model.init_args.samplers.langevin.eps0"] == 1e-3
     assert cfg["model.init_args.samplers.langevin.steps_per_level"] == 10  # the rest kept
+
+
+def test_a_search_config_runs_only_the_samplers_it_names(parse_only, tmp_path):
+    """Naming samplers replaces the default set ({none, langevin}); it is not merged into it."""
+    cfg = yaml.safe_load(open("configs/toy/search.yaml"))
+    cfg["model"]["init_args"]["samplers"] = {"pc": {"snr": 0.2}}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    parsed = parse_only(["predict", "--config", str(path), f"--run_dir={tmp_path}"]).model.init_args.samplers
+    chosen = build_samplers({n: None if s is None else dict(s) for n, s in vars(parsed).items()})
+    assert list(chosen) == ["pc"] and chosen["pc"].snr == 0.2

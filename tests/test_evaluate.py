@@ -13,7 +13,9 @@ import torch
 from dsls.data import Toy2DDataModule
 from dsls.noise import gaussian_log_prob
 from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.base import PhaseCheckpointError
 from dsls.phases.reconstruction import ReconstructionModule
+from dsls.tasks import TaskError
 from dsls.tasks.evaluate import evaluate
 from dsls.tasks.likelihood import load_latent_model, log_prob_summary
 
@@ -57,11 +59,15 @@ def test_likelihood_json_contract(adv_ckpt, tmp_path, monkeypatch, capsys):
         assert all(math.isfinite(entry[k]) for k in ("mean_log_prob", "nats_per_dim")), (name, entry)
         assert entry["nats_per_dim"] == pytest.approx(entry["mean_log_prob"] / 2)  # latent_dim 2
         assert entry["n"] == 20 and entry["nfe"] > 0
-    # with the samples in place the search is not run again, and the numbers are reproduced
+    # with the samples of the same search in place (its search.ckpt), the search is not run again, and the numbers
+    # are reproduced; samples of other settings are not rated as if they were this search's
     stamp = os.path.getmtime(out_dir / "samples-langevin.npz")
-    again = evaluate(adv_ckpt, str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True, likelihood_n=20)
+    again = evaluate(str(out_dir / "search.ckpt"), str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True,
+                     likelihood_n=20)
     assert again["results"] is None and os.path.getmtime(out_dir / "samples-langevin.npz") == stamp
     assert again["likelihood"] == res
+    with pytest.raises(TaskError, match="samples of another search .*num_samples.*samplers"):
+        evaluate(adv_ckpt, str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True, likelihood_n=20)
 
 
 def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
@@ -78,7 +84,7 @@ def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
 
 def test_likelihood_needs_a_latent_model(adv_ckpt):
     ae = adv_ckpt.replace("adversarial", "reconstruction")
-    with pytest.raises(Exception, match="reconstruction checkpoint"):
+    with pytest.raises(PhaseCheckpointError, match="reconstruction checkpoint"):
         evaluate(ae, None, [], likelihood=True)
 
 

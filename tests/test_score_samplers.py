@@ -6,13 +6,17 @@ import pytest
 import torch
 
 from dsls.noise import SigmaLadder
-from dsls.samplers import SAMPLERS, PerSampleRNG, SamplerSettings, build_samplers, make_sampler, run_sampler
+from dsls.samplers import SAMPLERS, PerSampleRNG, SamplerSettings, build_samplers, make_sampler
 from dsls.samplers.langevin import Langevin
 from dsls.score import GaussianMixture, LogRatio, OracleDiscriminator, Score, latent_score, noised_prior, prior_score
 
 MEANS = np.array([[-2.0, 0.0], [1.5, 1.5], [1.0, -2.0]])
 STDS = np.array([0.3, 0.2, 0.25])
 WEIGHTS = np.array([0.2, 0.3, 0.5])
+
+
+def run_sampler(name, score_fn, n0, ladder, rng, track=0, **settings):
+    return make_sampler(name, settings).sample(score_fn, n0, ladder, rng, track=track)
 
 
 def mixture(dtype=torch.float64):
@@ -166,7 +170,7 @@ def test_unknown_sampler_or_setting_is_a_clear_error():
     with pytest.raises(ValueError, match=r"'langevin'.*eps0 must be > 0"):
         make_sampler("langevin", {"eps0": 0.0})
     with pytest.raises(ValueError, match="no sampler selected"):
-        build_samplers({})
+        build_samplers({"langevin": None})
 
 
 def test_build_samplers_accepts_every_spec_form():
@@ -176,6 +180,8 @@ def test_build_samplers_accepts_every_spec_form():
     assert build_samplers({"none": {}, "langevin": {"eps0": 1e-3}, "pc": None}) == want  # null: not run
     assert build_samplers(["none", "langevin"]) == {"none": make_sampler("none"), "langevin": Langevin()}
     assert list(build_samplers(["langevin", "none"])) == ["langevin", "none"]  # the order given
+    for unnamed in (None, {}, SamplerSettings()):  # a config that names no sampler runs the default pair
+        assert build_samplers(unnamed) == {"none": make_sampler("none"), "langevin": Langevin()}
     assert Langevin(eps0=1e-3).settings() == {"eps0": 1e-3, "steps_per_level": 10, "denoise": True, "init": "wide"}
 
 
@@ -210,3 +216,18 @@ def test_ladder():
     assert torch.allclose(lad.initial_latent(n0, "wide"), n0 * math.sqrt(101))
     assert torch.equal(lad.initial_latent(n0, "prior"), n0)
     assert torch.allclose(lad.terminal_log_prob(n0), Score([noised_prior]).log_density(n0, 10.0))
+
+
+def test_pc_corrector_reaches_the_noised_target():
+    """On q = N(0, s²I): one predictor step from σ_max = 5 leaves z far too wide (variance ≈ 24.8), so only the
+    corrector's Langevin steps at σ_min can bring it to q_σmin = N(0, (s² + σ_min²)I), variance 0.5 here."""
+    s2, sigma_min = 0.25, 0.5
+    score = lambda z, sigma: -z / (s2 + sigma**2)  # noqa: E731  (the exact score of q_σ)
+    ladder = SigmaLadder(5.0, sigma_min, 2)
+    n0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    var = {c: run_sampler("pc", score, n0, ladder, rng(4000, "pc"), corrector_steps=c, snr=0.12,
+                          denoise=False).z.var().item() for c in (0, 600)}
+    assert var[0] > 10  # the predictor alone: nowhere near
+    # ε = 2·(0.12·0.5)² = 0.0072: the excess decays by (1 − ε/0.5)² per step (to 3e-8 after 600), the step's own
+    # bias is ≈ ε/(2·0.5) = 0.7 %, and 8,000 values estimate a variance to ≈ 1.6 %
+    assert abs(var[600] - (s2 + sigma_min**2)) < 0.05 * (s2 + sigma_min**2), var

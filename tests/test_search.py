@@ -35,10 +35,12 @@ def assert_same_samples(a: dict, b: dict, what: str) -> None:
 
 @pytest.mark.parametrize("batch_size", [50, 7, 499])  # 7 and 499 leave ragged last batches (3 rows, 1 row)
 def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, tmp_path, batch_size):
-    kw = dict(num_samples=500, samplers={"none": {}, "langevin": {"steps_per_level": 2}}, num_levels=4)
+    samplers = {"none": {}, "langevin": {"steps_per_level": 2}, "pc": {"levels": 4},
+                "ode": {"method": "heun2", "steps": 4}}  # ode on a fixed grid: an adaptive one picks per batch
+    kw = dict(num_samples=500, samplers=samplers, num_levels=4)
     search(toy_adv_ckpt, tmp_path / "small", batch_size=batch_size, **kw)
     search(toy_adv_ckpt, tmp_path / "b500", batch_size=500, **kw)
-    for name in ("none", "langevin"):
+    for name in samplers:
         a, b = load(tmp_path / "small", name), load(tmp_path / "b500", name)
         assert a["x"].shape == (500, 2)
         assert_same_samples(a, b, f"{name}, batch {batch_size} vs 500")

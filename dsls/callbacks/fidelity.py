@@ -8,9 +8,7 @@ import lightning as L
 import torch
 
 from dsls.metrics.fidelity import check_inception_weights, fidelity_metrics
-from dsls.samplers import PerSampleRNG, Sampler, SamplerSettings, build_samplers
-from dsls.samplers.base import NoSearch
-from dsls.samplers.langevin import Langevin
+from dsls.samplers import PerSampleRNG, Sampler, SamplerSettings, build_samplers, pad_rows
 
 
 class FidelityMetrics(L.Callback):
@@ -26,7 +24,7 @@ class FidelityMetrics(L.Callback):
     """
 
     def __init__(self, reference_name: str, num_samples: int = 1000, every_n_val: int = 1,
-                 samplers: SamplerSettings = SamplerSettings(none=NoSearch(), langevin=Langevin()),
+                 samplers: SamplerSettings = SamplerSettings(),
                  batch_size: int = 250, metrics: Sequence[str] = ("fid", "isc", "kid", "prc"),
                  feature_extractor: Optional[str] = None, feature_extractor_weights_path: Optional[str] = None,
                  kid_subset_size: int = 1000, cache_root: Optional[str] = None, seed: int = 0):
@@ -50,11 +48,12 @@ class FidelityMetrics(L.Callback):
         xs = []
         for start in range(0, len(indices), self.batch_size):
             idx = indices[start:start + self.batch_size]
-            n0 = PerSampleRNG.for_indices(self.seed, idx, "start", dev).randn(1, shape)[0]
-            rng = PerSampleRNG.for_indices(self.seed, idx, name, dev)
+            rows = pad_rows(idx)  # as the search phase does: the padded rows are dropped
+            n0 = PerSampleRNG.for_indices(self.seed, rows, "start", dev).randn(1, shape)[0]
+            rng = PerSampleRNG.for_indices(self.seed, rows, name, dev)
             z = sampler.sample(score, n0, pl_module.ladder, rng).z
             with torch.no_grad():
-                xs.append(decode(z).float())
+                xs.append(decode(z)[: len(idx)].float())
         return torch.cat(xs)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

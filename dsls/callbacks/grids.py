@@ -9,8 +9,6 @@ import torch
 from dsls.callbacks.plots import save_search_figure
 from dsls.phases.reconstruction import unpack
 from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers
-from dsls.samplers.base import NoSearch
-from dsls.samplers.langevin import Langevin
 
 
 class SampleFigures(L.Callback):
@@ -18,11 +16,12 @@ class SampleFigures(L.Callback):
     decode and a short Langevin search (T = 3). The start noise is fixed by `seed`, so figures from successive
     validations show the same samples moving."""
 
-    def __init__(self, num: int = 64,
-                 samplers: SamplerSettings = SamplerSettings(none=NoSearch(), langevin=Langevin(steps_per_level=3)),
-                 seed: int = 0):
+    QUICK = {"none": {}, "langevin": {"steps_per_level": 3}}  # when none are named: cheap enough for every validation
+
+    def __init__(self, num: int = 64, samplers: SamplerSettings = SamplerSettings(), seed: int = 0):
         self.num, self.seed = num, seed
-        self.samplers = build_samplers(samplers)  # an unknown name or setting fails here, not at the first figure
+        # an unknown name or setting fails here, not at the first figure
+        self.samplers = build_samplers(samplers, default=self.QUICK)
 
     def _search_panels(self, pl_module: L.LightningModule) -> dict:
         idx, dev = range(self.num), pl_module.device

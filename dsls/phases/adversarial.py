@@ -17,7 +17,7 @@ from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import SigmaLadder
 from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint, warmup_cosine
 from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
-from dsls.score import LogRatio, Score, noised_prior
+from dsls.score import LogRatio, Score, noised_prior, prior_score
 
 
 @contextmanager
@@ -144,7 +144,7 @@ class AdversarialModule(PhaseModule):
                        f"{stage}/d_acc_p": (lp < 0).float().mean()}, prog_bar=True, on_epoch=True, on_step=stage == "train")
         if self.hparams.score_matching_weight > 0:
             (g,) = torch.autograd.grad(lq.sum(), zq_t, create_graph=True)
-            s = g - zq_t / (1 + sq**2).unsqueeze(-1)  # the latent score, with its prior term
+            s = g + prior_score(zq_t, sq)  # the latent score s(z̃, σ), with its prior term
             dsm_term = dsm(s, sq, nq)
             self.log(f"{stage}/dsm", dsm_term, on_epoch=True, on_step=stage == "train")
             loss = loss + self.hparams.score_matching_weight * dsm_term

@@ -17,9 +17,7 @@ from torch.utils.data import DataLoader
 
 from dsls.phases.base import init_args, load_phase_checkpoint
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
-from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers
-from dsls.samplers.base import NoSearch
-from dsls.samplers.langevin import Langevin
+from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers, pad_rows
 from dsls.score import SamplingModel
 
 
@@ -29,7 +27,7 @@ class LatentSearchModule(L.LightningModule):
     def __init__(
         self,
         ckpt: Optional[str] = None,
-        samplers: SamplerSettings = SamplerSettings(none=NoSearch(), langevin=Langevin()),
+        samplers: SamplerSettings = SamplerSettings(),
         num_samples: int = 2500,
         batch_size: int = 2500,
         sigma_max: Optional[float] = None,
@@ -91,15 +89,11 @@ class LatentSearchModule(L.LightningModule):
 
     def _search(self, idx: torch.Tensor) -> dict:
         hp, out, idx = self.hparams, {}, idx.cpu()
-        n = len(idx)
-        # Every batch runs at one shape, batch_size rounded up to a multiple of 8, padded with copies of its last
-        # index (dropped below): BLAS kernels sum in another order for some small or ragged row counts, which would
-        # make a sample depend on the batch it fell in (measured on CPU: 1-2 ulp, then amplified by the search).
-        rows = torch.cat([idx, idx[-1:].repeat(max(0, -(-hp.batch_size // 8) * 8 - n))])
-        n0 = PerSampleRNG.for_indices(hp.seed, rows.tolist(), "start", self.device).randn(1, self.model.latent_shape)[0]
-        track = hp.track if int(idx[0]) == 0 else 0
+        n, rows = len(idx), pad_rows(idx.tolist())  # the padded rows are dropped below
+        n0 = PerSampleRNG.for_indices(hp.seed, rows, "start", self.device).randn(1, self.model.latent_shape)[0]
+        track = min(hp.track, n) if int(idx[0]) == 0 else 0
         for name, sampler in self.samplers.items():
-            rng = PerSampleRNG.for_indices(hp.seed, rows.tolist(), name, self.device)
+            rng = PerSampleRNG.for_indices(hp.seed, rows, name, self.device)
             t0 = self._sync_time()
             res = sampler.sample(self.score, n0, self.ladder, rng, track=track)
             with torch.no_grad():

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, register,  # noqa: F401
-                                sample_seed, setting_names)
+from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, pad_rows,  # noqa: F401
+                                register, sample_seed, setting_names)
 from dsls.samplers import langevin, pc, ode  # noqa: F401,E402,I001  (registers the families, in this order)
 
 SamplerSettings = dataclasses.make_dataclass(
@@ -24,21 +24,26 @@ SamplerSettings.__module__ = __name__  # importable as dsls.samplers.SamplerSett
 SamplerSettings.__doc__ = "The samplers a search runs (the fields that are set), each with its settings."
 
 
-def build_samplers(spec) -> dict[str, Sampler]:
-    """name → Sampler from a SamplerSettings, a mapping {name: {setting: value}} or a list of names (defaults)."""
+DEFAULT_SAMPLERS = ("none", "langevin")  # what a search runs when its config names no samplers
+
+
+def build_samplers(spec=None, default=DEFAULT_SAMPLERS) -> dict[str, Sampler]:
+    """name → Sampler from a SamplerSettings, a mapping {name: {setting: value}} or a list of names (default
+    settings). A spec that names no sampler (None, {}, an empty SamplerSettings) gives `default`."""
     if isinstance(spec, SamplerSettings):
         items = [(f.name, getattr(spec, f.name)) for f in dataclasses.fields(spec) if getattr(spec, f.name) is not None]
     elif isinstance(spec, dict):  # a null entry (as the CLI writes for unset fields) is not run
         items = [(name, settings) for name, settings in spec.items() if settings is not None]
     elif isinstance(spec, (list, tuple)):
         items = [(name, None) for name in spec]
+    elif spec is None:
+        items = []
     else:
         raise ValueError(f"samplers must be a mapping like {{none: {{}}, langevin: {{eps0: 5.0e-4}}}}, got {spec!r}")
     if not items:
-        raise ValueError("no sampler selected: name at least one, e.g. samplers: {none: {}, langevin: {}}")
+        if (isinstance(spec, dict) and spec) or not default:  # {langevin: null}: every named one switched off
+            raise ValueError(f"no sampler selected in {spec!r}: name at least one, e.g. samplers: {{none: {{}}, "
+                             "langevin: {}}")
+        return build_samplers(default, default=())
     return {name: make_sampler(name, settings) for name, settings in items}
 
-
-def run_sampler(name: str, score_fn, n0, ladder, rng: PerSampleRNG, track: int = 0, **settings) -> SamplerOutput:
-    """One call: make_sampler(name, settings).sample(...)."""
-    return make_sampler(name, settings).sample(score_fn, n0, ladder, rng, track=track)

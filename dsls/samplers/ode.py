@@ -27,7 +27,9 @@ class CountedDrift:
         return -(sigma**2) * self.score_fn(z, sigma)
 
 
-FIXED_STEP = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams")  # torchdiffeq's
+# torchdiffeq's solvers (its registry is private): adaptive ones pick their steps, fixed-step ones take the grid
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_STEP = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams", "fixed_adams")
 
 
 @register("ode")
@@ -50,6 +52,9 @@ class ProbabilityFlow(Sampler):
 
     def __post_init__(self):
         check_positive(self, rtol=self.rtol, atol=self.atol)
+        if self.method not in ADAPTIVE + FIXED_STEP:
+            raise ValueError(f"sampler 'ode': unknown method {self.method!r}; adaptive: {', '.join(ADAPTIVE)}; "
+                             f"fixed-step (with steps): {', '.join(FIXED_STEP)}")
         if self.method in FIXED_STEP and (self.steps is None or self.steps < 2):
             raise ValueError(f"sampler 'ode': method {self.method!r} takes fixed steps; set steps >= 2 "
                              f"(the σ grid's size), got {self.steps}")
@@ -60,7 +65,8 @@ class ProbabilityFlow(Sampler):
         if self.steps:
             grid = ladder.with_overrides(num_levels=self.steps).sigmas
         else:
-            grid = ladder.sigmas if track else torch.tensor([ladder.sigma_max, ladder.sigma_min])
+            grid = ladder.with_overrides(num_levels=max(ladder.num_levels, 2)).sigmas if track else \
+                torch.tensor([ladder.sigma_max, ladder.sigma_min])  # track: the solution at the ladder's σ's too
         t = torch.log(grid.to(dtype=z0.dtype, device=z0.device))
         path = odeint(drift, z0, t, rtol=self.rtol, atol=self.atol, method=self.method)
         z = path[-1]

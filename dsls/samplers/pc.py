@@ -43,6 +43,8 @@ class PredictorCorrector(Sampler):
 
     def sample(self, score_fn, n0, ladder, rng, track=0) -> SamplerOutput:
         grid = ladder.with_overrides(num_levels=self.levels).sigmas.tolist()
+        if len(grid) < 2:  # no step to take: the start noise would be returned as a 'sample'
+            raise ValueError(f"sampler 'pc' needs at least 2 σ levels, the ladder has {len(grid)}: set its levels")
         z = ladder.initial_latent(n0, self.init)
         z0, traj, nfe = z.clone(), [z[:track].clone()] if track else [], 0
         for i, (hi, lo) in enumerate(zip(grid[:-1], grid[1:])):

@@ -106,10 +106,30 @@ def sampler_names(hp: dict) -> list[str]:
     return [name for name, settings in hp["samplers"].items() if settings is not None]
 
 
+SAME_SEARCH_KEYS = ("num_samples", "seed", "sigma_max", "sigma_min", "num_levels")
+
+
+def check_same_search(hp: dict) -> None:
+    """Samples in out_dir are reused only if its search.ckpt says they came from this checkpoint and these settings."""
+    path = os.path.join(hp["out_dir"], "search.ckpt")
+    saved = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"] if os.path.isfile(path) else {}
+    from dsls.samplers import build_samplers
+
+    settings = lambda h: {n: s.settings() for n, s in build_samplers(h.get("samplers")).items()}  # noqa: E731
+    differs = [k for k in SAME_SEARCH_KEYS if k != "samplers" and saved.get(k) != hp.get(k)]
+    if saved and settings(saved) != settings(hp):
+        differs.append("samplers")
+    if not saved.get("ckpt") or Path(saved["ckpt"]).resolve() != Path(hp["ckpt"]).resolve():
+        differs.insert(0, "ckpt")
+    if differs:
+        raise TaskError(f"{hp['out_dir']} holds samples of another search (its search.ckpt differs in "
+                        f"{', '.join(differs)}): pass --ckpt {path} to rate them, or another --out-dir")
+
+
 def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), likelihood: bool = False,
              likelihood_n: int = 500) -> dict:
     """Run the checkpoint's search into out_dir (default <run>/eval-<time>). likelihood: also write likelihood.json;
-    the search is then skipped when out_dir already holds every sampler's samples and no --model.X was given."""
+    the search is then skipped when out_dir already holds every sampler's samples from the same search."""
     hp, trainer_kw = resolve(ckpt, list(overrides))
     if likelihood:  # before any sampling: a pixel-space model has no latents to rate
         from dsls.phases.base import load_phase_checkpoint
@@ -120,7 +140,8 @@ def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), l
     names = sampler_names(hp)
     have = all(os.path.isfile(os.path.join(hp["out_dir"], f"samples-{n}.npz")) for n in names)
     out = {"out_dir": hp["out_dir"], "results": None}
-    if likelihood and have and not any(a.startswith("--model.") for a in overrides):
+    if likelihood and have:
+        check_same_search(hp)
         print(f"using the samples in {hp['out_dir']} (samples-{{{','.join(names)}}}.npz)", flush=True)
     else:
         out["results"] = run_search(hp, trainer_kw)

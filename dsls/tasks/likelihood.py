@@ -91,13 +91,12 @@ def sampler_latents(out_dir: str, name: str, n: int) -> torch.Tensor:
         return torch.from_numpy(f["z"][:n]).float()
 
 
-def log_prob_summary(score_fn, z: torch.Tensor, ladder: SigmaLadder, batch_size: int, device, seed: int = 0,
-                     rtol: float = 1e-5, atol: float = 1e-5) -> dict:
+def log_prob_summary(score_fn, z: torch.Tensor, ladder: SigmaLadder, batch_size: int, device, seed: int = 0) -> dict:
     """{mean_log_prob, nats_per_dim, n, nfe} of the rows of z, solved batch by batch."""
     parts, nfe = [], 0
     for i, chunk in enumerate(z.split(batch_size)):
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)  # the Hutchinson probe (d > 16), fixed per batch
-        lp, n = ode_log_prob(score_fn, chunk.to(device), ladder, rtol=rtol, atol=atol, generator=g)
+        lp, n = ode_log_prob(score_fn, chunk.to(device), ladder, generator=g)
         parts.append(lp.detach().cpu())
         nfe = max(nfe, n)
     lp = torch.cat(parts).double()
