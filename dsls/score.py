@@ -91,6 +91,7 @@ class SamplingModel(Protocol):
     phase: str
     dataset_name: Optional[str]
     datamodule_hparams: Optional[dict]  # how to rebuild its real data (reference metrics, held-out codes)
+    device: torch.device
 
     @property
     def ladder(self) -> SigmaLadder: ...

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from dsls.metrics.fidelity import check_inception_weights, fidelity_metrics
-from dsls.samplers import PerSampleRNG, Sampler, SamplerSettings, build_samplers, pad_rows
+from dsls.samplers import Sampler, SamplerSettings, build_samplers, sample_indices
 
 
 class FidelityMetrics(L.Callback):
@@ -43,18 +43,10 @@ class FidelityMetrics(L.Callback):
 
     def _sample(self, pl_module: L.LightningModule, name: str, indices: range) -> torch.Tensor:
         """The samples of these global indices from one sampler, float (n, C, H, W) in data space."""
-        dev, sampler, score = pl_module.device, self.samplers[name], pl_module.score_fn()
-        shape, decode = pl_module.latent_shape, pl_module.decode  # a SamplingModel (dsls.score)
-        xs = []
-        for start in range(0, len(indices), self.batch_size):
-            idx = indices[start:start + self.batch_size]
-            rows = pad_rows(idx)  # as the search phase does: the padded rows are dropped
-            n0 = PerSampleRNG.for_indices(self.seed, rows, "start", dev).randn(1, shape)[0]
-            rng = PerSampleRNG.for_indices(self.seed, rows, name, dev)
-            z = sampler.sample(score, n0, pl_module.ladder, rng).z
-            with torch.no_grad():
-                xs.append(decode(z)[: len(idx)].float())
-        return torch.cat(xs)
+        sampler, score = self.samplers[name], pl_module.score_fn()  # pl_module: a SamplingModel (dsls.score)
+        xs = [sample_indices(pl_module, sampler, score, pl_module.ladder, self.seed, indices[i:i + self.batch_size])[1]
+              for i in range(0, len(indices), self.batch_size)]
+        return torch.cat(xs).float()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

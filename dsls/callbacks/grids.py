@@ -8,7 +8,7 @@ import torch
 
 from dsls.callbacks.plots import save_search_figure
 from dsls.phases.reconstruction import unpack
-from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers
+from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 
 
 class SampleFigures(L.Callback):
@@ -24,12 +24,10 @@ class SampleFigures(L.Callback):
         self.samplers = build_samplers(samplers, default=self.QUICK)
 
     def _search_panels(self, pl_module: L.LightningModule) -> dict:
-        idx, dev = range(self.num), pl_module.device
-        n0 = PerSampleRNG.for_indices(self.seed, idx, "start", dev).randn(1, pl_module.latent_shape)[0]
         panels, score = {}, pl_module.score_fn()  # the Score leaves no_grad / inference mode for its own gradient
         for name, sampler in self.samplers.items():
-            out = sampler.sample(score, n0, pl_module.ladder, PerSampleRNG.for_indices(self.seed, idx, name, dev))
-            panels[f"{name} ({out.nfe} NFE)" if out.nfe else name] = pl_module.decode(out.z)
+            out, x = sample_indices(pl_module, sampler, score, pl_module.ladder, self.seed, range(self.num))
+            panels[f"{name} ({out.nfe} NFE)" if out.nfe else name] = x
         return panels
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from dsls.phases.base import init_args, load_phase_checkpoint
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
-from dsls.samplers import PerSampleRNG, SamplerSettings, build_samplers, pad_rows
+from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 from dsls.score import SamplingModel
 
 
@@ -89,17 +89,12 @@ class LatentSearchModule(L.LightningModule):
 
     def _search(self, idx: torch.Tensor) -> dict:
         hp, out, idx = self.hparams, {}, idx.cpu()
-        n, rows = len(idx), pad_rows(idx.tolist())  # the padded rows are dropped below
-        n0 = PerSampleRNG.for_indices(hp.seed, rows, "start", self.device).randn(1, self.model.latent_shape)[0]
-        track = min(hp.track, n) if int(idx[0]) == 0 else 0
+        track = hp.track if int(idx[0]) == 0 else 0
         for name, sampler in self.samplers.items():
-            rng = PerSampleRNG.for_indices(hp.seed, rows, name, self.device)
             t0 = self._sync_time()
-            res = sampler.sample(self.score, n0, self.ladder, rng, track=track)
-            with torch.no_grad():
-                x = self.model.decode(res.z)
-            o = {"idx": idx, "z0": res.z0[:n].cpu(), "z": res.z[:n].cpu(), "x": x[:n].cpu(),
-                 "seconds": self._sync_time() - t0, "nfe": res.nfe}
+            res, x = sample_indices(self.model, sampler, self.score, self.ladder, hp.seed, idx.tolist(), track)
+            o = {"idx": idx, "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": self._sync_time() - t0,
+                 "nfe": res.nfe}
             if res.trajectory:
                 with torch.no_grad():
                     o["trajectory"] = torch.stack([self.model.decode(t) for t in res.trajectory], 1).cpu()

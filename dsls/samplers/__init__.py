@@ -14,7 +14,7 @@ import dataclasses
 from typing import Optional
 
 from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, pad_rows,  # noqa: F401
-                                register, sample_seed, setting_names)
+                                register, sample_indices, sample_seed, setting_names)
 from dsls.samplers import langevin, pc, ode  # noqa: F401,E402,I001  (registers the families, in this order)
 
 SamplerSettings = dataclasses.make_dataclass(

@@ -111,6 +111,20 @@ class PerSampleRNG:
         return torch.stack(draws, 1).to(self.device)
 
 
+def sample_indices(model, sampler: Sampler, score_fn: ScoreFn, ladder: SigmaLadder, seed: int,
+                   indices: Sequence[int], track: int = 0) -> tuple[SamplerOutput, torch.Tensor]:
+    """The samples numbered `indices` of one search, as (latents, decoded x), cut back to len(indices) rows.
+    Sample i starts from (seed, i) and draws its noise from (seed, i, sampler name) alone; the batch runs padded by
+    pad_rows, decoding included. model: a dsls.score.SamplingModel (latent_shape, decode, device)."""
+    n, rows = len(indices), pad_rows(indices)
+    n0 = PerSampleRNG.for_indices(seed, rows, "start", model.device).randn(1, model.latent_shape)[0]
+    rng = PerSampleRNG.for_indices(seed, rows, sampler.name, model.device)
+    out = sampler.sample(score_fn, n0, ladder, rng, track=min(track, n))
+    with torch.no_grad():
+        x = model.decode(out.z)[:n]
+    return SamplerOutput(z0=out.z0[:n], z=out.z[:n], nfe=out.nfe, trajectory=out.trajectory), x
+
+
 def check_finite(z: torch.Tensor, where: str) -> None:
     if not torch.isfinite(z).all():
         bad = (~torch.isfinite(z)).flatten(1).any(1).sum().item()
