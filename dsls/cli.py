@@ -21,7 +21,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from dsls.data.images import MissingDataError
 from dsls.metrics.fidelity import MissingWeightsError
-from dsls.phases.base import PhaseCheckpointError
+from dsls.phases.base import PhaseCheckpointError, load_phase_checkpoint
+from dsls.tasks import TaskError
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -69,6 +70,15 @@ class DSLSCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning rebuilds the model named in the --ckpt_path checkpoint: refuse another phase's checkpoint first,
+        or `fit --config <phase A> --ckpt_path=<phase B>` would silently train phase B."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if sub == "fit" and ckpt_path and Path(ckpt_path).is_file():  # not 'last', 'hpc', ...: Lightning resolves those
+            load_phase_checkpoint(ckpt_path, _phase_of(self.config[sub]), flag="--ckpt_path")
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
         phase = _phase_of(cfg)
@@ -100,7 +110,8 @@ def main(args=None, run: bool = True, **kwargs) -> DSLSCLI:
                    parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
 
-USER_ERRORS = (MissingDataError, MissingWeightsError, PhaseCheckpointError)  # errors whose message says what to do: no traceback
+# errors whose message says what to do: printed as one line, no traceback
+USER_ERRORS = (MissingDataError, MissingWeightsError, PhaseCheckpointError, TaskError)
 
 
 def console_main() -> None:

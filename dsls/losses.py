@@ -1,4 +1,5 @@
-"""Each training loss once: D's density-ratio BCE and denoising score matching (D's regulariser, the pixel baseline)."""
+"""Each training loss once: D's density-ratio BCE, denoising score matching (D's regulariser, the pixel baseline) and
+the latent classifier's noisy cross-entropy."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +24,11 @@ def dsm(score: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, reduction
     if reduction == "mean":
         return err.mean(1).mean()
     raise ValueError(f"unknown reduction {reduction!r}; use 'sum' or 'mean'")
+
+
+def noisy_cross_entropy(classifier, z: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor,
+                        noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent classifier's loss: cross-entropy of C(y | z + σε, σ), as guided diffusion trains its classifier on
+    noised inputs. Returns (loss, logits)."""
+    logits = classifier(z + sigma.view(-1, *([1] * (z.dim() - 1))) * noise, sigma)
+    return F.cross_entropy(logits, y), logits

@@ -17,8 +17,11 @@ from pathlib import Path
 import yaml
 
 PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
-ALL_PHASES = PHASES + [("pixel_ncsn", "fit")]  # the pixel-space baseline: dsls.ablation trains it too
-NEEDS = {"adversarial": ("--model.autoencoder_ckpt", "reconstruction"), "search": ("--model.ckpt", "adversarial")}
+GUIDED_PHASES = PHASES[:2] + [("latent_classifier", "fit"), PHASES[2]]  # --classifier: a class-guided search
+ALL_PHASES = GUIDED_PHASES + [("pixel_ncsn", "fit")]  # the pixel-space baseline: dsls.ablation trains it too
+NEEDS = {"adversarial": ("--model.autoencoder_ckpt", "reconstruction"),
+         "latent_classifier": ("--model.autoencoder_ckpt", "adversarial"),  # joint mode's E, D's σ_max
+         "search": ("--model.ckpt", "adversarial")}
 
 
 class OverrideError(ValueError):
@@ -132,6 +135,11 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
     from dsls.cli import main
 
     config_dir = Path(config_dir)
+    missing = [f"{config_dir}/{p}.yaml" for p, _ in phases if not (config_dir / f"{p}.yaml").is_file()]
+    if missing:  # before any training: e.g. --classifier on a data set without labels
+        raise OverrideError(f"{', '.join(missing)} does not exist" + (
+            ": --classifier needs a labelled data set with a latent_classifier.yaml (toy, digits, mnist, cifar10)"
+            if any(m.endswith("latent_classifier.yaml") for m in missing) else ""))
     check_sampler_flags(config_dir, overrides)
     run_dir = run_dir or os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S"))
     timings = {}
@@ -145,6 +153,9 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
         if phase in NEEDS:
             flag, needed = NEEDS[phase]
             args.append(f"{flag}={last_ckpt(run_dir, needed)}")
+        if phase == "search" and ("latent_classifier", "fit") in phases:  # guide with the classifier just trained
+            args.insert(3, f"--model.classifier_ckpt={last_ckpt(run_dir, 'latent_classifier')}")
+            args.insert(4, "--model.labels=balanced")  # before the user's overrides, which may name a class
         if resume and subcommand == "fit" and os.path.isfile(last_ckpt(run_dir, phase)):
             args.append(f"--ckpt_path={last_ckpt(run_dir, phase)}")  # a preempted phase continues where it stopped
         t0 = time.time()

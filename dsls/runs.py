@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "classifier_fid", "class_kl", "mean_confidence",
+TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "class_accuracy", "classifier_fid", "class_kl", "mean_confidence",
                  "fid", "is_mean", "kid_mean", "precision", "recall"]
 
 

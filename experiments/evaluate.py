@@ -1,52 +1,92 @@
-"""Evaluate a checkpoint with one command: rebuild the search from what the checkpoint saved, run the samplers,
-write samples-<sampler>.npz, results.json and samples.png (a sample grid for images).
+"""Evaluate a checkpoint with one command: one task (dsls.tasks) on a phase-2 checkpoint or a search.ckpt.
 
-    python experiments/evaluate.py --ckpt runs/cifar10/<run>/adversarial/checkpoints/last.ckpt \\
-        [--model.samplers.langevin.eps0=1e-3]
-    python experiments/evaluate.py --ckpt runs/cifar10/<run>/search.ckpt --out-dir runs/cifar10/<run>/eval-T20 \\
-        --model.samplers.langevin.steps_per_level=20 '--model.samplers.pc={}'
-    python experiments/evaluate.py --ckpt runs/toy/<run>/adversarial/checkpoints/last.ckpt --out-dir runs/toy/<run> \\
-        --likelihood
+    --task generate     (default) rerun the checkpoint's search: samples-<sampler>.npz, results.json, samples.png
+    --task likelihood   also rate held-out codes, prior draws and the search's latents by log q_σmin (likelihood.json)
+    --task inpaint      latent DPS on held-out images with a missing box (--mask box) or random pixels (--mask random)
+    --task colorize     latent DPS from the luma of held-out colour images
+    --task interpolate  linear vs DS-LS (ODE up to σ_top, interpolate, ODE down) paths between held-out pairs
 
-A phase-2 checkpoint gets the search settings saved beside it in its run folder (<run>/config.yaml, written by
-the search phase) when there are any, else the module's defaults. A phase-3 checkpoint (search.ckpt, written by
-every search) carries its own. --model.X=value overrides either (sampler settings merge into the saved ones);
---trainer.X=value sets the Trainer.
+    python experiments/evaluate.py --ckpt runs/digits/<run>/adversarial/checkpoints/last.ckpt \\
+        --task generate --classifier-ckpt runs/digits/<run>/latent_classifier/checkpoints/last.ckpt --labels balanced
+    python experiments/evaluate.py --ckpt runs/digits/<run>/adversarial/checkpoints/last.ckpt --task inpaint --out <dir>
+    python experiments/evaluate.py --ckpt runs/cifar10/<run>/search.ckpt --model.samplers.langevin.steps_per_level=20
 
---likelihood also writes likelihood.json: the mean latent log-likelihood log q_σmin (probability-flow ODE) of
-held-out codes E(x) of the validation split, of prior draws N(0, I) and of each sampler's final latents. The search
-is skipped when --out-dir already holds every sampler's samples from the same checkpoint and settings (its
-search.ckpt says so); other samples there stop with an error. The logic is dsls.tasks.
+A phase-2 checkpoint gets the search settings saved beside it in its run folder (<run>/config.yaml, written by the
+search phase) when there are any, else the module's defaults; a search.ckpt carries its own. --model.X=value
+overrides either (sampler settings merge into the saved ones); --trainer.X=value sets the Trainer. --likelihood is
+--task likelihood: the search is skipped when --out already holds every sampler's samples from the same search.
 """
 from __future__ import annotations
 
 import argparse
+import json
+
+
+def _label(value: str):
+    return value if value == "balanced" else int(value)
+
+
+def _sigma_top(value: str):
+    return value if value == "max" else float(value)
 
 
 def main() -> None:
+    from dsls.tasks.evaluate import TASKS
+    from dsls.tasks.interpolate import PAIRS, SIGMA_TOP, STEPS
+    from dsls.tasks.inverse import MASKS, NUM_IMAGES, SCALE
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="phase-2 checkpoint or search.ckpt")
-    p.add_argument("--out-dir", default=None, help="default: <run>/eval-<time>")
-    p.add_argument("--likelihood", action="store_true", help="also write likelihood.json (latent log q_σmin)")
-    p.add_argument("--likelihood-n", type=int, default=500, help="latents per set for --likelihood (default 500)")
+    p.add_argument("--task", default="generate", choices=TASKS)
+    p.add_argument("--out", "--out-dir", dest="out_dir", default=None, help="default: <run>/eval-<time>")
+    p.add_argument("--likelihood", action="store_true", help="the same as --task likelihood")
+    p.add_argument("--likelihood-n", type=int, default=None, help="likelihood: latents per set (default 500)")
+    p.add_argument("--classifier-ckpt", default=None, help="generate: a latent_classifier checkpoint to guide with")
+    p.add_argument("--labels", type=_label, default=None, help="generate: 'balanced' (i mod K) or one class")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help=f"w of the class guidance (generate; the search's default) or of the measurement term "
+                        f"(inpaint/colorize; {SCALE:g})")
+    p.add_argument("--sampler", default=None, help="inpaint/colorize: the sampler that searches (langevin)")
+    p.add_argument("--mask", default=None, choices=MASKS, help="inpaint: the bottom half (box), or random pixels")
+    p.add_argument("--fraction", type=float, default=None, help="inpaint --mask random: the missing fraction (0.5)")
+    p.add_argument("--num", type=int, default=None,
+                   help=f"held-out images (inpaint/colorize, {NUM_IMAGES}) or pairs (interpolate, {PAIRS})")
+    p.add_argument("--steps", type=int, default=None, help=f"interpolate: frames per path ({STEPS})")
+    p.add_argument("--interp-sigma", type=_sigma_top, default=None,
+                   help=f"interpolate: the σ where the path is drawn; 'max' is a slerp at σ_max ({SIGMA_TOP:g})")
     args, overrides = p.parse_known_args()
     from dsls.cli import USER_ERRORS
     from dsls.tasks import TaskError
-    from dsls.tasks.evaluate import evaluate
+    from dsls.tasks.evaluate import run_task
 
-    if args.likelihood_n < 1:
-        raise SystemExit(f"error: --likelihood-n must be >= 1, got {args.likelihood_n}")
+    if args.likelihood and args.task != "generate":
+        raise SystemExit(f"error: --likelihood is --task likelihood; it cannot go with --task {args.task}")
+    task = "likelihood" if args.likelihood else args.task
+    if any(v is not None and v < 1 for v in (args.likelihood_n, args.num)):
+        raise SystemExit("error: --likelihood-n and --num must be >= 1")
     try:
-        out = evaluate(args.ckpt, args.out_dir, overrides, args.likelihood, args.likelihood_n)
+        out = run_task(task, args.ckpt, args.out_dir, overrides, num=args.num, sampler=args.sampler,
+                       scale=args.guidance_scale, mask=args.mask, fraction=args.fraction, steps=args.steps,
+                       sigma_top=args.interp_sigma, classifier_ckpt=args.classifier_ckpt, labels=args.labels,
+                       likelihood_n=args.likelihood_n)
     except (*USER_ERRORS, TaskError) as e:
         raise SystemExit(f"error: {e}") from None
-    if out["results"] is not None:
-        print(f"wrote {out['out_dir']}/{{samples-*.npz, results.json, samples.png, search.ckpt}}")
-    if "likelihood" in out:
-        from dsls.tasks.likelihood import format_likelihood
+    if task in ("inpaint", "colorize"):
+        from dsls.tasks.inverse import format_inverse
 
-        print("\n" + format_likelihood(out["likelihood"]))
-        print(f"\nwrote {out['out_dir']}/likelihood.json")
+        print("\n" + format_inverse(task, out["entry"]))
+        print(f"\nwrote {out['out_dir']}/{{inverse-{task}.npz, inverse-{task}.png, results.json}}")
+    elif task == "interpolate":
+        print(json.dumps({k: out["entry"][k] for k in ("linear", "dsls")}, indent=1))
+        print(f"\nwrote {out['out_dir']}/{{interpolate.npz, interpolate.png, results.json}}")
+    else:
+        if out["results"] is not None:
+            print(f"wrote {out['out_dir']}/{{samples-*.npz, results.json, samples.png, search.ckpt}}")
+        if "likelihood" in out:
+            from dsls.tasks.likelihood import format_likelihood
+
+            print("\n" + format_likelihood(out["likelihood"]))
+            print(f"\nwrote {out['out_dir']}/likelihood.json")
 
 
 if __name__ == "__main__":

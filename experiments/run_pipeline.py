@@ -4,7 +4,8 @@
 
 Overrides go to every phase that accepts them: --trainer.* to all, --data.* to the fit phases,
 --model.X to the phases whose module has a parameter X (--model.samplers.langevin.eps0=1e-3 reaches the search).
-Prefix with a phase to target one (--adversarial.model.mode=joint). After preemption, rerun with
+Prefix with a phase to target one (--adversarial.model.mode=joint). --classifier adds the latent classifier
+phase and guides the search with it (sample i asks for class i mod K). After preemption, rerun with
 --run-dir <the run> --resume: finished phases are skipped, and the interrupted one resumes from its last.ckpt.
 The logic is dsls.pipeline.
 """
@@ -17,15 +18,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", required=True)
     p.add_argument("--run-dir", default=None, help="default: runs/<config-dir name>/<timestamp>")
+    p.add_argument("--classifier", action="store_true",
+                   help="also train the latent classifier (configs/<dataset>/latent_classifier.yaml) after phase 2 "
+                        "and run a class-guided search (labels balanced)")
     p.add_argument("--resume", action="store_true",
                    help="with --run-dir: skip finished phases, resume a preempted one from its last.ckpt")
     args, overrides = p.parse_known_args()
     from dsls.cli import USER_ERRORS
-    from dsls.pipeline import OverrideError, run_pipeline
+    from dsls.pipeline import GUIDED_PHASES, PHASES, OverrideError, run_pipeline
     from dsls.runs import format_table
 
     try:
-        out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume)
+        out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume,
+                           GUIDED_PHASES if args.classifier else PHASES)
     except (*USER_ERRORS, OverrideError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n" + format_table(out["results"]))

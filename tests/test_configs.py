@@ -11,7 +11,9 @@ from dsls.samplers import SAMPLERS, build_samplers
 
 CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
 SWEEPS = sorted(glob.glob("configs/sweeps/*.yaml"))
-SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "search": "predict"}
+SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "search": "predict",
+              "latent_classifier": "fit"}
+REQUIRED = ("reconstruction", "adversarial", "pixel_ncsn", "search")  # latent_classifier: labelled data sets only
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def parse_only(monkeypatch):
 def test_every_dataset_ships_every_phase():
     assert len(CONFIGS) >= 4 * 5
     for folder in sorted({os.path.dirname(p) for p in CONFIGS}):
-        assert {f"{folder}/{phase}.yaml" for phase in SUBCOMMAND} <= set(CONFIGS), folder
+        assert {f"{folder}/{phase}.yaml" for phase in REQUIRED} <= set(CONFIGS), folder
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -99,3 +101,17 @@ def test_a_search_config_runs_only_the_samplers_it_names(parse_only, tmp_path):
     parsed = parse_only(["predict", "--config", str(path), f"--run_dir={tmp_path}"]).model.init_args.samplers
     chosen = build_samplers({n: None if s is None else dict(s) for n, s in vars(parsed).items()})
     assert list(chosen) == ["pc"] and chosen["pc"].snr == 0.2
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.endswith("/latent_classifier.yaml")])
+def test_latent_classifier_noise_matches_phase_2(path):
+    """The classifier must know every σ the search visits: its ladder and σ sampling are phase 2's."""
+    keys = ("sigma_max", "sigma_min", "num_levels", "sigma_sampling")
+    ours = yaml.safe_load(open(path))["model"]["init_args"]
+    theirs = yaml.safe_load(open(path.replace("latent_classifier", "adversarial")))["model"]["init_args"]
+    assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+
+
+def test_labelled_data_sets_ship_a_latent_classifier():
+    assert {"toy", "digits", "mnist", "cifar10"} <= {p.split("/")[-2] for p in CONFIGS
+                                                     if p.endswith("/latent_classifier.yaml")}

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
-from dsls.data import (CelebAHQDataModule, CIFAR10DataModule, LSUNDataModule, MissingDataError,
-                       MNISTDataModule)
+from dsls.data import (CelebAHQDataModule, CIFAR10DataModule, DigitsDataModule, LSUNDataModule, MissingDataError,
+                       MNISTDataModule, TintedDigitsDataModule)
+from dsls.data.digits import TINTS
 
 RNG = np.random.default_rng(0)
 FAST = dict(num_workers=0, pin_memory=False)
@@ -254,3 +255,23 @@ def test_fid_reference_is_unflipped_and_named_by_its_settings(tmp_path):
     assert reference_dataset({**hp, "image_size": 16}, "train")[1] != name
     with pytest.raises(ValueError, match="fid_reference_split"):
         reference_dataset(hp, "nope")
+
+
+# ---------------------------------------------------------------- tinted digits: sklearn's, coloured by class
+def test_tinted_digits_colour_is_the_class_tint():
+    dm, gray = TintedDigitsDataModule(batch_size=64), DigitsDataModule(batch_size=64)
+    dm.setup()
+    gray.setup()
+    assert dm.data_shape == (3, 8, 8) and dm.dataset_name == "tinted_digits" and len(TINTS.unique(dim=0)) == 10
+    assert len((TINTS @ torch.tensor([0.299, 0.587, 0.114])).unique()) > 1  # lumas differ: colour is not gray level
+    check_batches(dm.train_dataloader(), (3, 8, 8), 1437, drop_last=True)
+    x, y = check_batches(dm.val_dataloader(), (3, 8, 8), 360, drop_last=False)
+    assert torch.equal(y, torch.cat([b[1] for b in gray.val_dataloader()]))  # same split and order
+    xg = torch.cat([b[0] for b in gray.val_dataloader()])
+    assert torch.all(x[(xg == -1).expand_as(x)] == -1)  # the background stays black
+    rgb = ((x + 1) / 2).permute(0, 2, 3, 1)  # (N, 8, 8, 3) in [0, 1]
+    lit = rgb.amax(-1) > 0
+    chroma = rgb[lit] / rgb[lit].amax(-1, keepdim=True)  # each lit pixel's colour, brightness divided out
+    want = (TINTS / TINTS.amax(-1, keepdim=True))[y.view(-1, 1, 1).expand(-1, 8, 8)[lit]]
+    torch.testing.assert_close(chroma, want)
+    torch.testing.assert_close(rgb.amax(-1) / TINTS.amax(-1)[y].view(-1, 1, 1), (xg[:, 0] + 1) / 2)  # the intensity

@@ -101,3 +101,25 @@ def test_digits_pipeline_image_contract(tmp_path):
         assert x.shape == (64, 1, 8, 8) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
         assert out["results"][name]["seconds_per_sample"] > 0
     assert (tmp_path / "run" / "samples.png").stat().st_size > 10_000
+
+
+def test_pipeline_chains_the_latent_classifier_into_a_guided_search(tmp_path):
+    """--classifier: the classifier trains on phase 2's autoencoder and σ_max, and the search is guided by it."""
+    import torch
+
+    from dsls.pipeline import GUIDED_PHASES
+
+    tiny = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=4096",
+            "--trainer.max_steps=60", "--trainer.limit_val_batches=0", "--model.num_samples=50",
+            "--model.batch_size=50", "--model.samplers={langevin: {steps_per_level: 2}}"]
+    out = run_pipeline("configs/toy", tiny, run_dir=str(tmp_path / "run"), phases=GUIDED_PHASES)
+    run = tmp_path / "run"
+    clf = torch.load(run / "latent_classifier/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert clf["dsls_phase"] == "latent_classifier"
+    adv = torch.load(run / "adversarial/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert clf["hyper_parameters"]["autoencoder_ckpt"] == str(run / "adversarial/checkpoints/last.ckpt")
+    assert torch.equal(clf["state_dict"]["sigma_max"], adv["state_dict"]["sigma_max"])  # phase 2's ladder
+    with np.load(run / "samples-langevin.npz") as f:
+        assert f["y"].dtype == np.int64 and (f["y"] == np.arange(50) % 25).all()
+    assert {"class_accuracy", "guidance_scale"} <= set(out["results"]["langevin"])
+    assert (run / "guided-langevin.png").is_file()

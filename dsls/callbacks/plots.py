@@ -57,3 +57,40 @@ def save_search_figure(path: str, samples: dict, trajectories: dict, dataset_nam
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_class_grid(path: str, x: np.ndarray, y: np.ndarray, dataset_name: Optional[str] = None,
+                    per_class: int = 10) -> None:
+    """Guided samples by requested class: images as one row per class (up to per_class each), 2-D points coloured by
+    their class over the data."""
+    classes = np.unique(y)
+    if x.ndim == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ref = reference_samples(dataset_name)
+        if ref is not None:
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8")
+        sc = ax.scatter(x[:, 0], x[:, 1], s=2, c=y, cmap="tab20")
+        fig.colorbar(sc, ax=ax, label="requested class")
+        ax.set_aspect("equal")
+    else:
+        rows = []
+        for k in classes:
+            xs = x[y == k][:per_class]
+            pad = np.full((per_class - len(xs), *x.shape[1:]), 1.0, dtype=x.dtype)  # white where a class runs short
+            rows.append(np.concatenate([xs, pad]))
+        g = image_grid(np.concatenate(rows), nrow=per_class, n=len(classes) * per_class)
+        fig, ax = plt.subplots(figsize=(0.5 * per_class + 1, 0.5 * len(classes) + 0.6))
+        ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+        ax.set_yticks([(i + 0.5) * g.shape[0] / len(classes) for i in range(len(classes))], [str(k) for k in classes])
+        ax.set_xticks([])
+        ax.set_ylabel("requested class")
+    ax.set_title("guided samples, one row per class" if x.ndim != 2 else "guided samples by requested class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def upscaled(x: torch.Tensor, min_side: int = 32) -> torch.Tensor:
+    """Images (N, C, H, W) enlarged by an integer factor (nearest) so tiny ones (8×8 digits) can be seen in a PNG."""
+    k = max(1, -(-min_side // x.shape[-1]))
+    return torch.nn.functional.interpolate(x, scale_factor=k, mode="nearest") if k > 1 else x

@@ -60,3 +60,33 @@ class DigitsDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.hparams.batch_size, False, num_workers=self.hparams.num_workers)
+
+
+# One saturated colour per class (red, green, blue, yellow, cyan, magenta, orange, violet, lime, azure): distinct hues
+# and different BT.601 lumas, so the colour is a function of the digit's shape, not of its gray level.
+TINTS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0],
+                      [1.0, 0.0, 1.0], [1.0, 0.5, 0.0], [0.5, 0.0, 1.0], [0.5, 1.0, 0.0], [0.0, 0.5, 1.0]])
+
+
+def tint(x_gray: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gray (N, 1, H, W) in [-1, 1] → RGB (N, 3, H, W) in [-1, 1]: intensity (x+1)/2 times the class tint TINTS[y]
+    (the background, x = −1, stays black)."""
+    u = (x_gray + 1.0) / 2.0
+    return 2.0 * u * TINTS.to(x_gray)[y].view(-1, 3, 1, 1) - 1.0
+
+
+class TintedDigitsDataModule(DigitsDataModule):
+    """The sklearn digits, each tinted by its class colour (``TINTS``): colour is predictable from shape, which makes
+    this a tiny offline colorization test set. Same split and loaders as ``DigitsDataModule``; batches are
+    ``(x, y)`` with x float32 (B, 3, 8, 8) in [-1, 1] and y int64 (B,)."""
+
+    dataset_name = "tinted_digits"
+    data_shape = (3, 8, 8)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        for name in ("train_set", "val_set"):
+            x, y = getattr(self, name).tensors
+            setattr(self, name, TensorDataset(tint(x, y), y))

@@ -23,9 +23,12 @@ SWISSROLL_NOISE = 0.05
 NAMES = (*MIXTURES, "swissroll")
 
 
-def sample_toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw ``n`` points (float32, (n, 2)) of data set ``name`` with ``rng``."""
+def sample_toy2d(name: str, n: int, rng: np.random.Generator, with_labels: bool = False):
+    """Draw ``n`` points (float32, (n, 2)) of data set ``name`` with ``rng``; with_labels also returns each point's
+    mixture component (int64, (n,)), the same points either way."""
     if name == "swissroll":
+        if with_labels:
+            raise ValueError("swissroll has no labels (only the mixtures grid25 and ring8 do)")
         t = 1.5 * np.pi * (1 + 2 * rng.random(n))
         x = SWISSROLL_SCALE * np.stack([t * np.cos(t), t * np.sin(t)], axis=1)
         return (x + SWISSROLL_NOISE * rng.standard_normal((n, 2))).astype(np.float32)
@@ -33,21 +36,22 @@ def sample_toy2d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
         raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
     # Equal-weight mixture: a uniformly chosen mean plus isotropic Gaussian noise of the mixture's std.
     means, std = mixture_spec(name)
-    x = means[rng.integers(len(means), size=n)] + std * rng.standard_normal((n, 2))
-    return x.astype(np.float32)
+    k = rng.integers(len(means), size=n)
+    x = (means[k] + std * rng.standard_normal((n, 2))).astype(np.float32)
+    return (x, k.astype(np.int64)) if with_labels else x
 
 
 class _Points(Dataset):
-    """Rows of an (N, 2) tensor; the default collate stacks them into a (B, 2) tensor."""
+    """Rows of an (N, 2) tensor, or (point, label) pairs when labels are given; the default collate stacks them."""
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        self.x, self.y = x, y
 
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
+    def __getitem__(self, i: int):
+        return self.x[i] if self.y is None else (self.x[i], self.y[i])
 
 
 class Toy2DDataModule(L.LightningDataModule):
@@ -61,10 +65,15 @@ class Toy2DDataModule(L.LightningDataModule):
         batch_size: int = 512,
         seed: int = 0,
         num_workers: int = 0,
+        labels: bool = False,
     ):
+        """labels: batches are (x, mode index) instead of x, for the latent classifier (mixtures only)."""
         super().__init__()
         if name not in NAMES:
             raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
+        if labels and name not in MIXTURES:
+            raise ValueError(f"--data.labels=true needs a mixture with modes to label ({', '.join(MIXTURES)}), "
+                             f"not {name!r}")
         self.save_hyperparameters()
         self.dataset_name = name  # read by the phases (checkpoint tag, toy metrics lookup)
         self.train_set: _Points | None = None
@@ -74,13 +83,21 @@ class Toy2DDataModule(L.LightningDataModule):
     def data_shape(self) -> tuple[int, ...]:
         return (2,)
 
+    @property
+    def num_classes(self) -> int | None:
+        return len(mixture_spec(self.hparams.name)[0]) if self.hparams.labels else None
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         hp = self.hparams
         train_ss, val_ss = np.random.SeedSequence(hp.seed).spawn(2)
-        self.train_set = _Points(torch.from_numpy(sample_toy2d(hp.name, hp.train_size, np.random.default_rng(train_ss))))
-        self.val_set = _Points(torch.from_numpy(sample_toy2d(hp.name, hp.val_size, np.random.default_rng(val_ss))))
+        self.train_set = self._points(hp.train_size, train_ss)
+        self.val_set = self._points(hp.val_size, val_ss)
+
+    def _points(self, n: int, seed_seq) -> _Points:
+        drawn = sample_toy2d(self.hparams.name, n, np.random.default_rng(seed_seq), with_labels=self.hparams.labels)
+        return _Points(*map(torch.from_numpy, drawn)) if self.hparams.labels else _Points(torch.from_numpy(drawn))
 
     def train_dataloader(self) -> DataLoader:
         return make_loader(self.train_set, self.hparams.batch_size, True, self.hparams.seed, self.hparams.num_workers)

@@ -7,6 +7,9 @@ from typing import Optional
 import numpy as np
 
 
+NO_OFFLINE_METRIC = ("tinted_digits",)  # RGB digits: the digit classifier is grey-only, and Inception needs weights
+
+
 def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
     """Which metrics a data set gets: 'toy', 'classifier' (digits, MNIST at 28 px), 'fidelity' (other images,
     Inception) or None (options['fidelity'] = [] skips the image metrics)."""
@@ -15,7 +18,7 @@ def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
     data = options.get("datamodule") or {}
     if dataset_name in MIXTURES:
         return "toy"
-    if not options.get("fidelity"):
+    if not options.get("fidelity") or dataset_name in NO_OFFLINE_METRIC:
         return None
     if dataset_name == "digits" or (dataset_name == "mnist" and data.get("image_size", 28) == 28):
         return "classifier"
@@ -44,7 +47,7 @@ def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional
         reference, name = reference_dataset(data, split)
         return fidelity_metrics(x, reference, name, metrics=tuple(options["fidelity"]),
                                 feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
-    if x.ndim == 4 and options.get("fidelity"):  # images, but no way to rebuild the real data for a reference
+    if x.ndim == 4 and options.get("fidelity") and dataset_name not in NO_OFFLINE_METRIC:  # no real data to compare
         print(f"note: no image metrics for {dataset_name!r}: the checkpoint does not record its data module "
               "(train it through the `dsls` CLI), or pass --model.fidelity=[] to silence this")
     return {}

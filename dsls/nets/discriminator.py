@@ -1,4 +1,5 @@
-"""Noise-conditional latent discriminator D(z, σ) → logit, conditioned on log σ (not a level index)."""
+"""Noise-conditional latent discriminator D(z, σ) → logit, conditioned on log σ (not a level index). With out_dim=K
+the same net gives the K class logits of the latent classifier C(y | z, σ)."""
 from __future__ import annotations
 
 import math
@@ -36,6 +37,7 @@ class NoiseConditionalDiscriminator(nn.Module):
         embed_dim: int = 64,
         spectral_norm: bool = False,
         input_scaling: bool = True,
+        out_dim: int = 1,
     ):
         super().__init__()
         wrap = sn if spectral_norm else (lambda m: m)
@@ -43,7 +45,7 @@ class NoiseConditionalDiscriminator(nn.Module):
         dims = [latent_dim] + [hidden] * depth
         self.layers = nn.ModuleList(wrap(nn.Linear(a, b)) for a, b in zip(dims[:-1], dims[1:]))
         self.cond = nn.ModuleList(nn.Linear(embed_dim, hidden) for _ in range(depth))
-        self.out = wrap(nn.Linear(hidden, 1))
+        self.out = wrap(nn.Linear(hidden, out_dim))  # 1: D's logit; K: a latent classifier's logits
         self.act = nn.SiLU()
         self.input_scaling = input_scaling
         self.register_buffer("code_var", torch.ones(()))
@@ -54,4 +56,5 @@ class NoiseConditionalDiscriminator(nn.Module):
         e = self.embed(sigma)
         for layer, cond in zip(self.layers, self.cond):
             h = self.act(layer(h) + cond(e))
-        return self.out(h).squeeze(-1)
+        out = self.out(h)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out

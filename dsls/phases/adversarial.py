@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
-from dsls.noise import SigmaLadder
-from dsls.phases.base import PhaseModule, init_args, load_phase_checkpoint, warmup_cosine
-from dsls.phases.reconstruction import autoencoder_from_hparams, unpack
+from dsls.phases.base import LatentPhase, init_args, warmup_cosine
+from dsls.phases.reconstruction import unpack
 from dsls.score import LogRatio, Score, noised_prior, prior_score
 
 
@@ -36,7 +35,7 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-class AdversarialModule(PhaseModule):
+class AdversarialModule(LatentPhase):
     phase = "adversarial"
 
     def __init__(
@@ -68,74 +67,30 @@ class AdversarialModule(PhaseModule):
         super().__init__()
         if mode not in ("posthoc", "joint"):
             raise ValueError(f"--model.mode must be 'posthoc' or 'joint', got {mode!r}")
-        ae_state = None
-        if autoencoder is None:
-            ckpt = load_phase_checkpoint(autoencoder_ckpt, "reconstruction")
-            autoencoder = dict(ckpt["hyper_parameters"], dataset_name=ckpt.get("dsls_dataset"))
-            ae_state = {k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")}
-        self.save_hyperparameters(init_args({k: v for k, v in locals().items() if k != "ckpt" and k != "ae_state"}))
+        self.mode = mode  # read by autoencoder_frozen inside _init_latent
+        autoencoder = self._init_latent(autoencoder_ckpt, autoencoder, sigma_max)
+        self.save_hyperparameters(init_args(locals()))
         self.automatic_optimization = False
-        self.dataset_name = autoencoder.get("dataset_name")
-        self.autoencoder = autoencoder_from_hparams(autoencoder)
-        if ae_state is not None:
-            self.autoencoder.load_state_dict(ae_state)
         self.discriminator = NoiseConditionalDiscriminator(
             autoencoder["latent_dim"], d_hidden, d_depth, d_embed_dim, spectral_norm, input_scaling
         )
-        # σ_max is a buffer so an auto-chosen value travels in the checkpoint (NaN = not chosen yet).
-        self.register_buffer("sigma_max", torch.tensor(float("nan") if sigma_max is None else sigma_max))
-        if mode == "posthoc":
-            self.autoencoder.requires_grad_(False).eval()
 
     @property
-    def ladder(self) -> SigmaLadder:
-        return SigmaLadder(self.sigma_max.item(), self.hparams.sigma_min, self.hparams.num_levels)
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return (self.autoencoder.latent_dim,)
+    def autoencoder_frozen(self) -> bool:
+        return self.mode == "posthoc"
 
     def score_fn(self) -> Score:
         """s(z, σ) = ∇z [logit D(z, σ) + log p_σ(z)]."""
         return Score([LogRatio(self.discriminator), noised_prior])
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.decode(z)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.hparams.mode == "posthoc":
-            self.autoencoder.eval()  # frozen: its running code statistics must not move either
-        return self
-
-    @torch.no_grad()
-    def on_fit_start(self) -> None:
-        if self.trainer.ckpt_path is not None:
-            return  # resumed: σ_max and the code statistics come from the checkpoint
-        if self.trainer.datamodule is None:
-            raise ValueError("AdversarialModule reads code statistics from the datamodule: fit with datamodule=…")
-        was_training = self.autoencoder.training
-        self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
-        codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device)) for b, _ in
-                           zip(self.trainer.datamodule.train_dataloader(), range(8))])[:2048]
-        self.autoencoder.train(was_training)
-        smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
-        var = self.trainer.strategy.reduce(codes.var(0).mean(), reduce_op="mean")
-        self.discriminator.code_var.fill_(float(var))
-        if not math.isnan(self.sigma_max.item()):
-            return
-        self.sigma_max.fill_(float(smax))
-        self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
-
-    def _noisy(self, z: torch.Tensor):
-        sigma = self.ladder.sample(z.shape[0], self.hparams.sigma_sampling, device=z.device)
-        noise = torch.randn_like(z)
-        return z + sigma.unsqueeze(-1) * noise, sigma, noise
+    @property
+    def latent_net(self) -> torch.nn.Module:
+        return self.discriminator
 
     def _d_loss(self, zq: torch.Tensor, stage: str) -> torch.Tensor:
         D = self.discriminator
-        zq_t, sq, nq = self._noisy(zq)
-        zp_t, sp, _ = self._noisy(torch.randn_like(zq))
+        zq_t, sq, nq = self.noisy(zq)
+        zp_t, sp, _ = self.noisy(torch.randn_like(zq))
         if self.hparams.score_matching_weight > 0:
             zq_t.requires_grad_(True)
         lq, lp = D(zq_t, sq), D(zp_t, sp)
@@ -162,7 +117,7 @@ class AdversarialModule(PhaseModule):
         if self.hparams.mode == "joint":
             z = self.autoencoder.encode(x)
             recon = F.mse_loss(self.autoencoder.decode(z), x)
-            z_t, s, _ = self._noisy(z)
+            z_t, s, _ = self.noisy(z)
             with _frozen(self.discriminator):
                 fool = F.softplus(self.discriminator(z_t, s)).mean()  # E wants its codes labelled prior (0)
             loss = recon + self.hparams.adv_weight * fool + self._d_loss(z.detach(), "train")

@@ -1,14 +1,21 @@
-"""What every phase module shares: a phase tag in each checkpoint and a strict loader for it."""
+"""What every phase module shares: a phase tag in each checkpoint, a strict loader for it, and the base of the phases
+that learn on the codes of a phase-1 autoencoder (D, the latent classifier)."""
 from __future__ import annotations
 
 import math
 import os
 
+from typing import Optional
+
 import lightning as L
 import torch
 
-PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline"}
-FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt"}
+from dsls.noise import SigmaLadder
+
+PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline",
+          "latent_classifier": "latent classifier"}
+FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt",
+            "latent_classifier": "--model.classifier_ckpt"}
 
 
 def init_args(frame_locals: dict) -> dict:
@@ -106,3 +113,103 @@ class PhaseModule(L.LightningModule):
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class LatentPhase(PhaseModule):
+    """A phase that learns a function of noised codes E(x) + σε of a phase-1 autoencoder: D (phase 2) and the latent
+    classifier. It owns the autoencoder (loaded from autoencoder_ckpt, or rebuilt from the saved `autoencoder`
+    hyper-parameters when loading this phase's own checkpoint), the σ ladder (σ_max a buffer, so an auto-chosen value
+    travels in the checkpoint) and the σ sampling, so D and the classifier see noise the same way.
+    Subclasses call `_init_latent` in __init__, give their `latent_net` and may override `autoencoder_frozen`."""
+
+    autoencoder_sources: tuple[str, ...] = ("reconstruction",)  # the phases whose checkpoint can give the autoencoder
+
+    def _init_latent(self, autoencoder_ckpt: Optional[str], autoencoder: Optional[dict],
+                     sigma_max: Optional[float]) -> dict:
+        """Builds self.autoencoder and the σ_max buffer; returns the autoencoder's hyper-parameters (to save).
+        From a phase-2 checkpoint (where autoencoder_sources allows it) the autoencoder is phase 2's, which joint mode
+        has fine-tuned, and σ_max=None takes phase 2's σ_max: the same codes and the same ladder as D."""
+        from dsls.phases.reconstruction import autoencoder_from_hparams
+
+        state = None
+        if autoencoder is None:
+            ckpt = load_phase_checkpoint(autoencoder_ckpt, self.autoencoder_sources, flag="--model.autoencoder_ckpt")
+            hp = ckpt["hyper_parameters"]
+            autoencoder = dict(hp["autoencoder"] if ckpt["dsls_phase"] == "adversarial" else hp,
+                               dataset_name=ckpt.get("dsls_dataset"))
+            state = {k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")}
+            if ckpt["dsls_phase"] == "adversarial" and sigma_max is None:
+                sigma_max = float(ckpt["state_dict"]["sigma_max"])
+        self.dataset_name = autoencoder.get("dataset_name")
+        self.autoencoder = autoencoder_from_hparams(autoencoder)
+        if state is not None:
+            self.autoencoder.load_state_dict(state)
+        self.register_buffer("sigma_max", torch.tensor(float("nan") if sigma_max is None else sigma_max))
+        if self.autoencoder_frozen:
+            self.autoencoder.requires_grad_(False).eval()
+        return autoencoder
+
+    @property
+    def autoencoder_frozen(self) -> bool:
+        return True
+
+    @property
+    def ladder(self) -> SigmaLadder:
+        return SigmaLadder(self.sigma_max.item(), self.hparams.sigma_min, self.hparams.num_levels)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.autoencoder.latent_dim,)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(z)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.autoencoder_frozen:
+            self.autoencoder.eval()  # frozen: its running code statistics must not move either
+        return self
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = getattr(self.trainer, "datamodule", None)
+        shape = getattr(dm, "data_shape", None)
+        if shape is not None and tuple(shape) != tuple(self.autoencoder.data_shape):
+            raise ValueError(f"the data is {list(shape)} but the autoencoder was trained on "
+                             f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
+
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: σ_max and the code statistics come from the checkpoint
+        if self.trainer.datamodule is None:
+            raise ValueError(f"{type(self).__name__} reads code statistics from the datamodule: fit with datamodule=…")
+        from dsls.phases.reconstruction import unpack
+
+        was_training = self.autoencoder.training
+        self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
+        codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device)) for b, _ in
+                           zip(self.trainer.datamodule.train_dataloader(), range(8))])[:2048]
+        self.autoencoder.train(was_training)
+        smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
+        self.on_codes(codes)
+        if not math.isnan(self.sigma_max.item()):
+            return
+        self.sigma_max.fill_(float(smax))
+        self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
+
+    @property
+    def latent_net(self) -> torch.nn.Module:
+        """The noise-conditional net that reads the codes (D, the classifier)."""
+        raise NotImplementedError
+
+    def on_codes(self, codes: torch.Tensor) -> None:
+        """Once before training, with up to 2048 training codes: the net's input scaling reads their variance."""
+        var = self.trainer.strategy.reduce(codes.var(0).mean(), reduce_op="mean")
+        self.latent_net.code_var.fill_(float(var))
+
+    def noisy(self, z: torch.Tensor):
+        """(z + σε, σ, ε) with σ drawn per row from the ladder by the phase's sigma_sampling."""
+        sigma = self.ladder.sample(z.shape[0], self.hparams.sigma_sampling, device=z.device)
+        noise = torch.randn_like(z)
+        return z + sigma.unsqueeze(-1) * noise, sigma, noise

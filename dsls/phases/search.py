@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence, Union
 
 import lightning as L
 import numpy as np
@@ -19,6 +19,8 @@ from dsls.phases.base import init_args, load_phase_checkpoint
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 from dsls.score import SamplingModel
+from dsls.tasks import Conditions, TaskError
+from dsls.tasks.generate import GuidedGeneration
 
 
 class LatentSearchModule(L.LightningModule):
@@ -40,6 +42,9 @@ class LatentSearchModule(L.LightningModule):
         fidelity: Sequence[str] = ("fid", "isc", "kid", "prc"),
         fid_reference_split: str = "train",
         feature_extractor_weights_path: Optional[str] = None,
+        classifier_ckpt: Optional[str] = None,
+        labels: Optional[Union[int, Literal["balanced"]]] = None,
+        guidance_scale: float = 3.0,
     ):
         """ckpt: a phase-2 checkpoint (latent search), or a pixel_ncsn one (the pixel-space baseline, whose results are
         keyed pixel_<sampler>). samplers: the samplers to run, each with its settings, e.g. {none: {}, langevin:
@@ -50,7 +55,12 @@ class LatentSearchModule(L.LightningModule):
         Metrics (dsls.metrics.samples): toy → modes/hq/rev_kl; digits, MNIST → classifier-FID against the held-out
         split; other images → the `fidelity` metrics of torch-fidelity (Inception; [] to skip all image metrics)
         against `fid_reference_split`. data_dir=None reads the real data where the model was trained on it.
-        feature_extractor_weights_path: a local copy of the Inception weights (machines without internet)."""
+        feature_extractor_weights_path: a local copy of the Inception weights (machines without internet).
+
+        Class guidance: classifier_ckpt (a latent_classifier checkpoint on the same autoencoder), labels (one class
+        for every sample, or 'balanced': sample i gets class i mod K) and guidance_scale w add w · log C(y | z, σ) to
+        the score; samples-<sampler>.npz then holds the requested labels `y`, and results add class_accuracy (by the
+        data set's metric classifier, not the guiding one)."""
         super().__init__()
         hp = init_args(locals())
         chosen = build_samplers(samplers)
@@ -63,11 +73,21 @@ class LatentSearchModule(L.LightningModule):
         self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
         self.score = self.model.score_fn()
+        if classifier_ckpt and labels is None:  # a classifier that guides nothing would be ignored silently
+            raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
+                            "(sample i gets class i mod K) or --model.labels=<class>")
+        self.guidance = None if labels is None else GuidedGeneration.load(classifier_ckpt, self.model, labels,
+                                                                          guidance_scale)
         self._outputs: list[dict] = []
 
     # -- data: sample indices, so every rank draws its own part of one fixed set of samples ---------------------
     def predict_dataloader(self):
-        return DataLoader(torch.arange(self.hparams.num_samples), batch_size=self.hparams.batch_size)
+        """Per sample its index and, when guided, its requested label."""
+        n = self.hparams.num_samples
+        conditions = {"idx": torch.arange(n)}
+        if self.guidance is not None:
+            conditions["y"] = self.guidance.labels_for(n)
+        return DataLoader(Conditions(conditions), batch_size=self.hparams.batch_size)
 
     test_dataloader = predict_dataloader
 
@@ -87,14 +107,20 @@ class LatentSearchModule(L.LightningModule):
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def _search(self, idx: torch.Tensor) -> dict:
-        hp, out, idx = self.hparams, {}, idx.cpu()
+    def _search(self, batch: dict) -> dict:
+        hp, out, idx = self.hparams, {}, batch["idx"].cpu()
         track = hp.track if int(idx[0]) == 0 else 0
+        terms = None
+        if "y" in batch:
+            label_of = dict(zip(idx.tolist(), batch["y"].tolist()))
+            terms = lambda rows: [self.guidance.term([label_of[r] for r in rows], self.device)]  # noqa: E731
         for name, sampler in self.samplers.items():
             t0 = self._sync_time()
-            res, x = sample_indices(self.model, sampler, self.score, self.ladder, hp.seed, idx.tolist(), track)
+            res, x = sample_indices(self.model, sampler, self.score, self.ladder, hp.seed, idx.tolist(), track, terms)
             o = {"idx": idx, "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": self._sync_time() - t0,
                  "nfe": res.nfe}
+            if "y" in batch:
+                o["y"] = batch["y"].cpu()
             if res.trajectory:
                 with torch.no_grad():
                     o["trajectory"] = torch.stack([self.model.decode(t) for t in res.trajectory], 1).cpu()
@@ -123,7 +149,7 @@ class LatentSearchModule(L.LightningModule):
         return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
     def _finish(self) -> None:
-        from dsls.callbacks.plots import save_search_figure
+        from dsls.callbacks.plots import save_class_grid, save_search_figure
         from dsls.metrics.samples import sample_metrics
 
         hp = self.hparams
@@ -132,7 +158,8 @@ class LatentSearchModule(L.LightningModule):
         for name, sampler in self.samplers.items():  # every collective first: nothing below can strand a rank
             key = self.key_prefix + name
             idx, first = np.unique(self._gather(key, "idx").numpy(), return_index=True)  # drops padded repeats
-            arrays[key] = {k: self._gather(key, k).cpu().numpy()[first] for k in ("x", "z0", "z")}
+            arrays[key] = {k: self._gather(key, k).cpu().numpy()[first] for k in ("x", "z0", "z", "y")
+                           if k in self._outputs[0][key]}
             n_local = sum(len(o[key]["idx"]) for o in self._outputs)
             sec = sum(o[key]["seconds"] for o in self._outputs) / max(n_local, 1)
             nfe = max(o[key]["nfe"] for o in self._outputs)  # adaptive solvers can differ per batch: the most
@@ -149,6 +176,9 @@ class LatentSearchModule(L.LightningModule):
         try:
             for key, arr in arrays.items():  # gathered once above; rank 0 alone scores them
                 results[key].update(sample_metrics(arr["x"], self.dataset_name, self._metric_options()))
+                if "y" in arr:  # 'none' ignores the score: its accuracy is the unguided (chance) level
+                    results[key].update(self.guidance.summary(arr["x"], arr["y"], self.dataset_name,
+                                                              self._metric_options(), guided=key != "none"))
         finally:
             merge_results(os.path.join(out_dir, "results.json"), results)
         if self.logger is not None:  # e.g. the W&B sweep's metric search/langevin/<metric>
@@ -156,6 +186,9 @@ class LatentSearchModule(L.LightningModule):
                                      if isinstance(v, (int, float))})
         save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
                            trajs, self.dataset_name)
+        if self.guidance is not None:  # one grid per class: row k holds the samples asked to be class k
+            for key, arr in arrays.items():
+                save_class_grid(os.path.join(out_dir, f"guided-{key}.png"), arr["x"], arr["y"], self.dataset_name)
         if hasattr(self.logger, "log_image"):  # WandbLogger: the sample grid beside the metrics
             self.logger.log_image(key="search/samples", images=[os.path.join(out_dir, "samples.png")])
         self.print(format_table(results))

@@ -112,11 +112,15 @@ class PerSampleRNG:
 
 
 def sample_indices(model, sampler: Sampler, score_fn: ScoreFn, ladder: SigmaLadder, seed: int,
-                   indices: Sequence[int], track: int = 0) -> tuple[SamplerOutput, torch.Tensor]:
+                   indices: Sequence[int], track: int = 0,
+                   terms: Callable[[list[int]], Sequence] | None = None) -> tuple[SamplerOutput, torch.Tensor]:
     """The samples numbered `indices` of one search, as (latents, decoded x), cut back to len(indices) rows.
     Sample i starts from (seed, i) and draws its noise from (seed, i, sampler name) alone; the batch runs padded by
-    pad_rows, decoding included. model: a dsls.score.SamplingModel (latent_shape, decode, device)."""
+    pad_rows, decoding included. model: a dsls.score.SamplingModel (latent_shape, decode, device).
+    terms(rows): the conditional score terms of these padded rows (guidance, measurements), added to score_fn."""
     n, rows = len(indices), pad_rows(indices)
+    if terms is not None:
+        score_fn = score_fn.plus(*terms(rows))
     n0 = PerSampleRNG.for_indices(seed, rows, "start", model.device).randn(1, model.latent_shape)[0]
     rng = PerSampleRNG.for_indices(seed, rows, sampler.name, model.device)
     out = sampler.sample(score_fn, n0, ladder, rng, track=min(track, n))

@@ -1,4 +1,4 @@
-"""The probability-flow ODE: deterministic search from σ_max to σ_min (and, in dsls.likelihood, back up).
+"""The probability-flow ODE: deterministic search from σ_max to σ_min (and back up: `flow`, dsls.likelihood).
 
 dz/dσ = −σ·s(z, σ). It is integrated in t = log σ, where it reads dz/dt = −σ²·s(z, σ): the same ODE, with the
 solver's steps spread evenly over the ladder's log-range instead of crowding at σ_max.
@@ -77,3 +77,14 @@ class ProbabilityFlow(Sampler):
             if track:
                 traj.append(z[:track].clone())
         return SamplerOutput(z0=z0, z=z, nfe=nfe, trajectory=traj)
+
+
+def flow(score_fn, z: torch.Tensor, sigma_from: float, sigma_to: float, rtol: float = 1e-5, atol: float = 1e-5,
+         method: str = "dopri5") -> tuple[torch.Tensor, int]:
+    """Carry z along the probability-flow ODE from σ_from to σ_to, in either direction (up: a code to its σ_max
+    'noise code'; down: back), returning (z at σ_to, score evaluations). Used by interpolation."""
+    drift = CountedDrift(score_fn)
+    t = torch.log(torch.tensor([sigma_from, sigma_to], dtype=z.dtype, device=z.device))
+    out = odeint(drift, z, t, rtol=rtol, atol=atol, method=method)[-1]
+    check_finite(out, f"in the ODE solve from sigma={sigma_from:.4g} to {sigma_to:.4g}")
+    return out, drift.nfe

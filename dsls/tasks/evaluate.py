@@ -106,7 +106,8 @@ def sampler_names(hp: dict) -> list[str]:
     return [name for name, settings in hp["samplers"].items() if settings is not None]
 
 
-SAME_SEARCH_KEYS = ("num_samples", "seed", "sigma_max", "sigma_min", "num_levels")
+SAME_SEARCH_KEYS = ("num_samples", "seed", "sigma_max", "sigma_min", "num_levels", "classifier_ckpt", "labels",
+                    "guidance_scale")
 
 
 def check_same_search(hp: dict) -> None:
@@ -152,3 +153,71 @@ def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), l
         out["likelihood"] = evaluate_likelihood(hp, hp["out_dir"], names, n=likelihood_n,
                                                 batch_size=min(likelihood_n, 500), device=device)
     return out
+
+
+TASKS = ("generate", "inpaint", "colorize", "interpolate", "likelihood")
+TASK_OPTIONS = {"generate": {"classifier_ckpt", "labels", "scale"},  # what each task reads: others are refused
+                "inpaint": {"num", "sampler", "scale", "mask", "fraction"}, "colorize": {"num", "sampler", "scale"},
+                "interpolate": {"num", "steps", "sigma_top"}, "likelihood": {"likelihood_n"}}
+
+
+def _task_model(hp: dict, device):
+    """The frozen phase-2 model, its ladder with the search's overrides, and the metric options of its data."""
+    from dsls.tasks.heldout import datamodule_hparams, load_latent_model
+
+    model = load_latent_model(hp["ckpt"]).to(device)
+    ladder = model.ladder.with_overrides(hp.get("sigma_max"), hp.get("sigma_min"), hp.get("num_levels"))
+    data = dict(datamodule_hparams(model))
+    if hp.get("data_dir"):
+        data["data_dir"] = hp["data_dir"]
+    default = {k: p.default for k, p in inspect.signature(_search_module()).parameters.items()}
+    get = lambda k: hp[k] if k in hp else default[k]  # noqa: E731
+    options = {"datamodule": data, "fidelity": list(get("fidelity") or []), "split": get("fid_reference_split"),
+               "feature_extractor_weights_path": get("feature_extractor_weights_path")}
+    return model, ladder, options
+
+
+def run_task(task: str, ckpt: str, out_dir: str | None = None, overrides: list[str] = (), **options) -> dict:
+    """One task on a checkpoint into out_dir (default <run>/eval-<time>); options (None = the task's default):
+    generate: classifier_ckpt, labels, scale (the search's class guidance); inpaint / colorize: num held-out images,
+    sampler (its settings from the search's config), scale w, mask, fraction (dsls.tasks.inverse); interpolate:
+    num pairs, steps frames, sigma_top (dsls.tasks.interpolate); likelihood: likelihood_n (as evaluate(...,
+    likelihood=True)). An option the task does not read is an error."""
+    if task not in TASKS:
+        raise TaskError(f"unknown --task {task!r}; valid: {', '.join(TASKS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    unused = sorted(set(given) - TASK_OPTIONS[task])
+    if unused:
+        raise TaskError(f"--task {task} does not use {', '.join(unused)}; it reads "
+                        f"{', '.join(sorted(TASK_OPTIONS[task])) or 'no options'}")
+    classifier_ckpt, labels, scale = given.get("classifier_ckpt"), given.get("labels"), given.get("scale")
+    if task == "generate" and (classifier_ckpt or labels is not None or scale is not None):
+        guided = {"classifier_ckpt": classifier_ckpt, "labels": labels}
+        if scale is not None:
+            guided["guidance_scale"] = scale
+        overrides = [*overrides, *(f"--model.{k}={v}" for k, v in guided.items() if v is not None)]
+    if task in ("generate", "likelihood"):
+        return evaluate(ckpt, out_dir, overrides, likelihood=task == "likelihood",
+                        **({"likelihood_n": given["likelihood_n"]} if "likelihood_n" in given else {}))
+    hp, trainer_kw = resolve(ckpt, list(overrides))
+    hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
+                                            f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    device = "cpu" if trainer_kw.get("accelerator") == "cpu" or not torch.cuda.is_available() else "cuda"
+    model, ladder, metric_options = _task_model(hp, device)
+    seed = int(hp.get("seed") or 0)
+    if task == "interpolate":
+        from dsls.tasks.interpolate import run_interpolation
+
+        kw = {k: given[k] for k in ("steps", "sigma_top") if k in given}
+        entry = run_interpolation(model, hp["out_dir"], **({"pairs": given["num"]} if "num" in given else {}),
+                                  ladder=ladder, **kw)
+    else:
+        from dsls.tasks.inverse import run_inverse
+
+        kw = {k: given[k] for k in ("scale", "mask", "fraction") if k in given}
+        sampler = given.get("sampler", "langevin")
+        settings = (hp.get("samplers") or {}).get(sampler) or {}
+        entry = run_inverse(model, task, hp["out_dir"], **({"n": given["num"]} if "num" in given else {}),
+                            options=metric_options, sampler_name=sampler, settings=settings, seed=seed,
+                            ladder=ladder, **kw)
+    return {"out_dir": hp["out_dir"], "task": task, "entry": entry}

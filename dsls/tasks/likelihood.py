@@ -19,64 +19,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from dsls.likelihood import ode_log_prob
 from dsls.noise import SigmaLadder
-from dsls.phases.base import PhaseCheckpointError
 from dsls.tasks import TaskError
-
-
-def load_latent_model(ckpt: str):
-    """The frozen phase-2 model whose score rates the latents (a pixel-space model has no latents to rate)."""
-    from dsls.phases.search import load_sampling_model
-
-    model = load_sampling_model(ckpt)
-    if model.phase != "adversarial":
-        raise PhaseCheckpointError(f"--likelihood needs a phase-2 (adversarial) checkpoint or its search.ckpt; "
-                                   f"{ckpt} is a {model.phase} checkpoint.")
-    return model
-
-
-def _datamodule_class(dataset_name: Optional[str]):
-    """The data module of a data set name: what a checkpoint saved by a bare Trainer (no class path) implies."""
-    import dsls.data as data
-    from dsls.data.toy2d import NAMES
-
-    if dataset_name in NAMES:
-        return data.Toy2DDataModule
-    for name in data.__all__:
-        cls = getattr(data, name)
-        if isinstance(cls, type) and getattr(cls, "dataset_name", None) == dataset_name:
-            return cls
-    return None
-
-
-def datamodule_hparams(model) -> dict:
-    """The settings of the data module the model was trained on, with its class path."""
-    hp = dict(model.datamodule_hparams or {})
-    if hp and "_class_path" not in hp:
-        cls = _datamodule_class(model.dataset_name)
-        if cls is not None:
-            hp["_class_path"] = f"{cls.__module__}.{cls.__qualname__}"
-    if "_class_path" not in hp:
-        raise TaskError(f"the checkpoint does not record the data module it was trained on (data set "
-                         f"{model.dataset_name!r}), so the held-out codes cannot be rebuilt: train through the `dsls` "
-                         "CLI or `Trainer.fit(model, datamodule=...)`.")
-    return hp
-
-
-@torch.no_grad()
-def heldout_codes(model, n: int, batch_size: int, device) -> torch.Tensor:
-    """E(x) of the first n rows of the validation split (the encoder's mean code, no code noise)."""
-    from dsls.metrics.samples import reference_dataset
-    from dsls.phases.reconstruction import unpack
-
-    ds, _ = reference_dataset(datamodule_hparams(model), "val")
-    rows = Subset(ds, range(min(n, len(ds))))
-    codes = [model.autoencoder.encode(unpack(b).to(device), sample=False)
-             for b in DataLoader(rows, batch_size=batch_size)]
-    return torch.cat(codes).float()
+from dsls.tasks.heldout import heldout_codes, load_latent_model
 
 
 def prior_draws(shape: Sequence[int], n: int, seed: int) -> torch.Tensor:
