@@ -4,6 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# Paths reach the recipes verbatim ($(value): no make expansion) through the environment, and the shell expands them
+# inside double quotes ("$$CKPT"): a value is one argument, never code. ARGS stays a make expansion on purpose: it is
+# several arguments, split by the shell.
+override CKPT := $(value CKPT)
+override DATASET := $(value DATASET)
+export CKPT DATASET
 # Busy-waiting OpenMP threads slow torch ~10x on a machine whose cores are busy; must be set before torch loads.
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
@@ -44,11 +50,11 @@ train-lsun: $(STAMP)  ## LSUN church_outdoor 256 from data/lsun/church_outdoor_t
 	$(PY) experiments/run_pipeline.py --config-dir configs/lsun_church $(ARGS)
 
 evaluate: $(STAMP)  ## CKPT=<phase-2 ckpt or search.ckpt>: samples-*.npz, results.json, samples.png
-	@test -n "$(CKPT)" || { echo "usage: make evaluate CKPT=runs/<dataset>/<run>/adversarial/checkpoints/last.ckpt [ARGS=...]"; exit 2; }
-	$(PY) experiments/evaluate.py --ckpt $(CKPT) $(ARGS)
+	@test -n "$$CKPT" || { echo "usage: make evaluate CKPT=runs/<dataset>/<run>/adversarial/checkpoints/last.ckpt [ARGS=...]"; exit 2; }
+	$(PY) experiments/evaluate.py --ckpt "$$CKPT" $(ARGS)
 
 ablate: $(STAMP)  ## DATASET=digits|toy|mnist|cifar10|...: the ablation table (trains what its run folder lacks)
-	$(PY) experiments/ablate.py --config-dir configs/$(or $(DATASET),digits) $(ARGS)
+	$(PY) experiments/ablate.py --config-dir "configs/$${DATASET:-digits}" $(ARGS)
 
 bench: $(STAMP)  ## sampling and training cost ratios on this machine (default CIFAR-10 networks)
 	$(PY) experiments/bench_sampling.py $(ARGS)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from dsls.pipeline import ALL_PHASES, deep_merge, last_ckpt, parse_overrides, phase_args, run_pipeline
+from dsls.pipeline import ALL_PHASES, deep_merge, join_values, parse_overrides, phase_args, run_pipeline
 
 FIT_PHASES = [p for p in ALL_PHASES if p[1] == "fit" and p[0] != "latent_classifier"]  # what the ablation compares
 METRIC_COLUMNS = ["modes", "hq_fraction", "rev_kl",  # toy
@@ -89,12 +89,15 @@ def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) ->
 
     config_dir = Path(config_dir)
     run_dir = run_dir or os.path.join("runs", config_dir.name, "ablate-" + time.strftime("%Y%m%d-%H%M%S"))
-    run_pipeline(str(config_dir), overrides, run_dir, resume=True, phases=FIT_PHASES)
+    overrides = join_values(overrides)  # '--key value' as '--key=value', here as in the pipeline
+    # the search rows are sampled here, not by the pipeline; it still checks their overrides before training
+    ckpts = run_pipeline(str(config_dir), overrides, run_dir, resume=True, phases=FIT_PHASES,
+                         check_also=[("search", "predict")])["checkpoints"]
     settings, trainer_kw = search_settings(config_dir, overrides)
     module = {k: v for k, v in settings.items() if k != "samplers"}  # the ladder, counts, seed: module arguments
     lang = langevin_settings(settings.get("samplers"))
-    adv, pix = last_ckpt(run_dir, "adversarial"), last_ckpt(run_dir, "pixel_ncsn")
-    hp = lambda path: torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]  # noqa: E731
+    adv, pix = ckpts["adversarial"], ckpts["pixel_ncsn"]  # the checkpoints the phases wrote
+    hp = lambda path: torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]  # noqa: E731
     levels, steps = settings.get("num_levels") or hp(adv)["num_levels"], lang["steps_per_level"]
     # the same relative step α_i/σ_i² = eps0/σ_min² in both spaces, so "the same sampler" means the same thing
     pixel_eps0 = lang["eps0"] * (hp(pix)["sigma_min"] / (settings.get("sigma_min") or hp(adv)["sigma_min"])) ** 2
@@ -107,11 +110,16 @@ def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) ->
         ("DS-LS, annealed", "annealed", adv, _langevin_row(module, levels, **lang)),
         ("pixel NCSN, same steps", "pixel", pix, _langevin_row(pixel, levels, **{**lang, "eps0": pixel_eps0})),
     ]
+    stamp, k = os.path.join(run_dir, "ablation-" + time.strftime("%Y%m%d-%H%M%S")), 1
+    out_dir = stamp
+    while os.path.exists(out_dir):  # a rerun never overwrites an earlier table, even within the same second
+        out_dir, k = f"{stamp}-{k}", k + 1
+    os.makedirs(out_dir)
     out = []
     for title, slug, ckpt, row in rows:
         print(f"\n=== ablation row: {title}", flush=True)
         out.append({"row": title, "settings": _public(row),
-                    **sample_row(ckpt, row, trainer_kw, f"{run_dir}/ablation/{slug}")})
+                    **sample_row(ckpt, row, trainer_kw, f"{out_dir}/{slug}")})
     ls, px = out[2], out[3]
     print("\n=== ablation row: pixel NCSN, matched wall time", flush=True)
     if "error" in ls or "error" in px:
@@ -123,11 +131,11 @@ def ablate(config_dir: str, overrides: list[str], run_dir: str | None = None) ->
         matched = _langevin_row(pixel, m["num_levels"], **{**pixel_lang, "steps_per_level": m["steps_per_level"],
                                                            "denoise": m["denoise"]})
         out.append({"row": "pixel NCSN, matched wall time", "settings": _public(matched),
-                    **sample_row(pix, matched, trainer_kw, f"{run_dir}/ablation/pixel-matched")})
+                    **sample_row(pix, matched, trainer_kw, f"{out_dir}/pixel-matched")})
     table = format_ablation(out, config_dir.name)
-    Path(run_dir, "ablation.md").write_text(table + "\n")
-    Path(run_dir, "ablation.json").write_text(json.dumps({"config_dir": str(config_dir), "rows": out}, indent=2))
-    return {"run_dir": run_dir, "rows": out, "table": table}
+    Path(out_dir, "ablation.md").write_text(table + "\n")
+    Path(out_dir, "ablation.json").write_text(json.dumps({"config_dir": str(config_dir), "rows": out}, indent=2))
+    return {"run_dir": run_dir, "out_dir": out_dir, "rows": out, "table": table}
 
 
 def _public(settings: dict) -> dict:

@@ -6,6 +6,9 @@
 
 Every run writes into a run folder (--run_dir, default runs/<dataset>/<timestamp>): fit phases into
 <run_dir>/<phase>/ (config.yaml + checkpoints/), the search phase into <run_dir>/ itself.
+
+Bad input (a wrong or damaged checkpoint, missing data, contradicting settings) ends in one `error: …` line that
+says what to change; DSLS_DEBUG=1 shows the full traceback instead.
 """
 from __future__ import annotations
 
@@ -13,15 +16,16 @@ import importlib
 import netrc
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from dsls.data.images import MissingDataError
+from dsls.data.images import CorruptDataError, MissingDataError
 from dsls.metrics.fidelity import MissingWeightsError
-from dsls.phases.base import PhaseCheckpointError, load_phase_checkpoint
+from dsls.phases.base import ConfigError, PhaseCheckpointError, load_phase_checkpoint
 from dsls.tasks import TaskError
 
 
@@ -32,9 +36,16 @@ class RunConfigCallback(SaveConfigCallback):
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer, pl_module, stage) -> None:
+        """A config.yaml already there (a resumed or repeated run) is kept as config-<n>.yaml when it differs."""
         os.makedirs(trainer.default_root_dir, exist_ok=True)
         path = os.path.join(trainer.default_root_dir, self.config_filename)
-        self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=self.multifile)
+        new = self.parser.dump(self.config, skip_none=False)
+        if os.path.isfile(path) and Path(path).read_text() != new:
+            stem, ext = os.path.splitext(path)
+            k = next(k for k in range(1, 10_000) if not os.path.exists(f"{stem}-{k}{ext}"))
+            os.replace(path, f"{stem}-{k}{ext}")
+            print(f"note: kept the earlier {self.config_filename} as {os.path.basename(stem)}-{k}{ext}", flush=True)
+        Path(path).write_text(new)
 
 
 def wandb_offline() -> bool:
@@ -63,20 +74,52 @@ def _phase_of(cfg) -> str:
     return getattr(cls, "phase", None) or name.replace("Module", "").lower()
 
 
+class DSLSArgumentParser(LightningArgumentParser):
+    """A bad argument ends in jsonargparse's `tip: … --help` and `error: …` lines only: the usage it would print
+    first is ~60 lines of every option, above the line that matters."""
+
+    def print_usage(self, file=None) -> None:
+        pass
+
+
+def _last_checkpoint(cfg) -> str:
+    """`--ckpt_path last` of a fit, found before the model is built: LightningCLI takes the model's hyper-parameters
+    from a checkpoint file only, and Lightning would look for 'last' after building the model (a phase-2 resume would
+    then need --model.autoencoder_ckpt again). The newest last*.ckpt of the phase's checkpoint folder, as Lightning."""
+    folder = cfg.checkpoint.dirpath or (cfg.run_dir and os.path.join(cfg.run_dir, _phase_of(cfg), "checkpoints"))
+    if not folder:
+        raise PhaseCheckpointError("--ckpt_path last resumes a run: pass its folder too, --run_dir=runs/<dataset>/<run>")
+    found = sorted(Path(folder).glob("last*.ckpt"), key=os.path.getmtime)
+    if not found:
+        raise PhaseCheckpointError(f"--ckpt_path last: no last.ckpt in {folder}; pass the --run_dir of the run to resume")
+    return str(found[-1])
+
+
 class DSLSCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_dir", type=Optional[str], default=None,
                             help="Run folder (default: runs/<dataset>/<timestamp>; search: beside its checkpoint).")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # last.ckpt every 500 steps, not only at the end: a preempted run then has a recent place to resume from
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
+                             "checkpoint.every_n_train_steps": 500})
 
     def _parse_ckpt_path(self) -> None:
         """Lightning rebuilds the model named in the --ckpt_path checkpoint: refuse another phase's checkpoint first,
-        or `fit --config <phase A> --ckpt_path=<phase B>` would silently train phase B."""
+        or `fit --config <phase A> --ckpt_path=<phase B>` would silently train phase B. The search has no weights
+        of its own to restore: its checkpoint is --model.ckpt."""
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if sub == "fit" and ckpt_path and Path(ckpt_path).is_file():  # not 'last', 'hpc', ...: Lightning resolves those
-            load_phase_checkpoint(ckpt_path, _phase_of(self.config[sub]), flag="--ckpt_path")
+        if not ckpt_path:
+            return super()._parse_ckpt_path()
+        phase = _phase_of(self.config[sub])
+        if phase == "search":
+            raise ConfigError(f"the search does not read --ckpt_path: pass the phase-2 checkpoint as "
+                              f"--model.ckpt={ckpt_path}")
+        if sub == "fit" and ckpt_path == "last":  # as a file, so that the model's hyper-parameters come from it
+            ckpt_path = self.config[sub].ckpt_path = _last_checkpoint(self.config[sub])
+        if ckpt_path not in ("best", "last", "hpc") and not ckpt_path.startswith("registry") and "://" not in ckpt_path:
+            load_phase_checkpoint(ckpt_path, phase, flag="--ckpt_path")  # (the names and URLs Lightning resolves)
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -88,7 +131,14 @@ class DSLSCLI(LightningCLI):
             run_dir = (str(Path(ckpt).resolve().parents[2]) if ckpt and Path(ckpt).is_file()
                        else os.path.join("runs", _dataset_of(cfg), time.strftime("%Y%m%d-%H%M%S")))
         cfg.run_dir = run_dir
-        phase_dir = run_dir if phase == "search" else os.path.join(run_dir, phase)
+        if phase == "search":  # the search writes beside its samples: --model.out_dir, else the run folder
+            phase_dir = cfg.model.init_args.get("out_dir") or run_dir
+        else:
+            phase_dir = os.path.join(run_dir, phase)
+        if phase == "search" and self.subcommand in ("predict", "test") and os.path.isfile(
+                os.path.join(phase_dir, "search.ckpt")):  # before its config.yaml replaces the earlier search's
+            raise TaskError(f"{phase_dir} already holds an earlier search (search.ckpt): pass another "
+                            "--model.out_dir, or move its files away first")
         cfg.trainer.default_root_dir = phase_dir
         if cfg.checkpoint.dirpath is None:
             cfg.checkpoint.dirpath = os.path.join(phase_dir, "checkpoints")
@@ -105,20 +155,46 @@ class DSLSCLI(LightningCLI):
 
 def main(args=None, run: bool = True, **kwargs) -> DSLSCLI:
     """Programmatic entry (raises); the console script `dsls` is `console_main`. kwargs go to LightningCLI."""
+    # auto_configure_optimizers=False: each phase owns its optimizers and schedules (phase 2 has two); Lightning's
+    # --optimizer/--lr_scheduler would replace phase 1's schedule silently and crash phase 2.
     return DSLSCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
-                   save_config_kwargs={"overwrite": True}, args=args, run=run,
-                   parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+                   save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
+                   parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
 
-# errors whose message says what to do: printed as one line, no traceback
-USER_ERRORS = (MissingDataError, MissingWeightsError, PhaseCheckpointError, TaskError)
+# errors whose message says what to do: printed as one line, no traceback (FloatingPointError: a diverged search)
+USER_ERRORS = (MissingDataError, CorruptDataError, MissingWeightsError, PhaseCheckpointError, ConfigError, TaskError,
+               FloatingPointError)
+
+
+def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
+    """The first error of `kinds` in e's chain, as its traceback shows it (__cause__, else an unsuppressed
+    __context__): jsonargparse and Lightning wrap what a module's __init__ or hook raises."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kinds):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return None
+
+
+@contextmanager
+def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
+    """Exit with `error: <message>` when a user error (USER_ERRORS or `extra`) ends the block; any other exception,
+    or any at all under DSLS_DEBUG=1, keeps its traceback."""
+    try:
+        yield
+    except Exception as e:
+        found = user_error(e, (*USER_ERRORS, *extra))
+        if found is None or os.environ.get("DSLS_DEBUG", "") not in ("", "0"):
+            raise
+        raise SystemExit(f"error: {found}") from None
 
 
 def console_main() -> None:
-    try:
+    with one_line_errors():
         main()
-    except USER_ERRORS as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -37,10 +37,17 @@ class SigmaLadder:
     """
 
     def __init__(self, sigma_max: float, sigma_min: float, num_levels: int):
-        if not (sigma_max > sigma_min > 0):
-            raise ValueError(f"need sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
-        if num_levels < 1:
-            raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        checks = [(sigma_min > 0, f"--model.sigma_min={sigma_min:g} must be > 0"),
+                  # sigma_max may be the auto value (the largest code distance): name both ways out
+                  (sigma_max > sigma_min, f"need sigma_max > sigma_min, got sigma_max={sigma_max:.4g} and "
+                                          f"--model.sigma_min={sigma_min:g}: lower --model.sigma_min or raise "
+                                          "--model.sigma_max"),
+                  (num_levels >= 1, f"--model.num_levels={num_levels} must be >= 1")]
+        problem = next((msg for ok, msg in checks if not ok), None)
+        if problem:
+            from dsls.phases.base import ConfigError  # not at the top: dsls.phases.base imports this module
+
+            raise ConfigError(problem)
         self.sigma_max, self.sigma_min, self.num_levels = float(sigma_max), float(sigma_min), int(num_levels)
 
     @property
@@ -75,7 +82,10 @@ class SigmaLadder:
         return noised_prior_log_prob(z, self.sigma_max)
 
     def with_overrides(self, sigma_max=None, sigma_min=None, num_levels=None) -> "SigmaLadder":
-        return SigmaLadder(sigma_max or self.sigma_max, sigma_min or self.sigma_min, num_levels or self.num_levels)
+        """None keeps the trained value; anything else (0 included) is checked, never silently replaced."""
+        pick = lambda new, old: old if new is None else new  # noqa: E731
+        return SigmaLadder(pick(sigma_max, self.sigma_max), pick(sigma_min, self.sigma_min),
+                           pick(num_levels, self.num_levels))
 
     def state_dict(self) -> dict:
         return {"sigma_max": self.sigma_max, "sigma_min": self.sigma_min, "num_levels": self.num_levels}

@@ -3,7 +3,7 @@
     python experiments/ablate.py --config-dir configs/digits [--run-dir runs/digits/<run>] [overrides…]
 
 It trains what the run folder lacks, samples each row (no search, DS-LS at σ_min only, DS-LS annealed, pixel NCSN
-at the same steps and at matched wall time) and writes <run>/ablation.md and <run>/ablation.json.
+at the same steps and at matched wall time) and writes <run>/ablation-<time>/ablation.md and ablation.json (a rerun writes a new folder).
 Overrides are routed like run_pipeline's (--trainer.max_steps=50 shortens every fit; --search.model.X sets
 the sampling settings, e.g. --search.model.num_samples=500 or --search.model.samplers.langevin.eps0=1e-4).
 The logic is dsls.ablation.
@@ -20,16 +20,12 @@ def main() -> None:
                    help="reuse (or create) this run folder; default runs/<dataset>/ablate-<time>")
     args, overrides = p.parse_known_args()
     from dsls.ablation import ablate
-    from dsls.cli import USER_ERRORS
-    from dsls.pipeline import OverrideError
-    from dsls.tasks import TaskError
+    from dsls.cli import one_line_errors
 
-    try:
+    with one_line_errors():  # DSLS_DEBUG=1: the traceback instead
         out = ablate(args.config_dir, overrides, args.run_dir)
-    except (*USER_ERRORS, OverrideError, TaskError) as e:
-        raise SystemExit(f"error: {e}") from None
     print("\n" + out["table"])
-    print(f"\nwrote {out['run_dir']}/ablation.md and ablation.json")
+    print(f"\nwrote {out['out_dir']}/ablation.md and ablation.json")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,7 @@ def main() -> None:
     p.add_argument("--interp-sigma", type=_sigma_top, default=None,
                    help=f"interpolate: the σ where the path is drawn; 'max' is a slerp at σ_max ({SIGMA_TOP:g})")
     args, overrides = p.parse_known_args()
-    from dsls.cli import USER_ERRORS
-    from dsls.tasks import TaskError
+    from dsls.cli import one_line_errors
     from dsls.tasks.evaluate import run_task
 
     if args.likelihood and args.task != "generate":
@@ -64,13 +63,11 @@ def main() -> None:
     task = "likelihood" if args.likelihood else args.task
     if any(v is not None and v < 1 for v in (args.likelihood_n, args.num)):
         raise SystemExit("error: --likelihood-n and --num must be >= 1")
-    try:
+    with one_line_errors():  # a user error (dsls.cli.USER_ERRORS, TaskError among them) prints one line
         out = run_task(task, args.ckpt, args.out_dir, overrides, num=args.num, sampler=args.sampler,
                        scale=args.guidance_scale, mask=args.mask, fraction=args.fraction, steps=args.steps,
                        sigma_top=args.interp_sigma, classifier_ckpt=args.classifier_ckpt, labels=args.labels,
                        likelihood_n=args.likelihood_n)
-    except (*USER_ERRORS, TaskError) as e:
-        raise SystemExit(f"error: {e}") from None
     if task in ("inpaint", "colorize"):
         from dsls.tasks.inverse import format_inverse
 

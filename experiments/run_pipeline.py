@@ -4,10 +4,11 @@
 
 Overrides go to every phase that accepts them: --trainer.* to all, --data.* to the fit phases,
 --model.X to the phases whose module has a parameter X (--model.samplers.langevin.eps0=1e-3 reaches the search).
-Prefix with a phase to target one (--adversarial.model.mode=joint). --classifier adds the latent classifier
-phase and guides the search with it (sample i asks for class i mod K). After preemption, rerun with
---run-dir <the run> --resume: finished phases are skipped, and the interrupted one resumes from its last.ckpt.
-The logic is dsls.pipeline.
+Prefix with a phase to target one (--adversarial.model.mode=joint). An override that reaches no phase, or that a
+phase's parser refuses, stops the run before anything trains. --classifier adds the latent classifier
+phase and guides the search with it (sample i asks for class i mod K). Each phase takes the checkpoint the phase
+before it wrote in this run. A --run-dir that already holds files needs --resume (continue it: finished phases are
+skipped, an interrupted one resumes from its last.ckpt) or --overwrite (start over). The logic is dsls.pipeline.
 """
 from __future__ import annotations
 
@@ -15,24 +16,27 @@ import argparse
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # so no override is read as an abbreviation of ours
     p.add_argument("--config-dir", required=True)
     p.add_argument("--run-dir", default=None, help="default: runs/<config-dir name>/<timestamp>")
     p.add_argument("--classifier", action="store_true",
                    help="also train the latent classifier (configs/<dataset>/latent_classifier.yaml) after phase 2 "
                         "and run a class-guided search (labels balanced)")
-    p.add_argument("--resume", action="store_true",
-                   help="with --run-dir: skip finished phases, resume a preempted one from its last.ckpt")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="with --run-dir: skip finished phases, resume a preempted one from its last.ckpt")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="with --run-dir that holds a run: start over; the old files are moved (not deleted) to "
+                           "<run-dir>/.overwritten-<time>/")
     args, overrides = p.parse_known_args()
-    from dsls.cli import USER_ERRORS
-    from dsls.pipeline import GUIDED_PHASES, PHASES, OverrideError, run_pipeline
+    from dsls.cli import one_line_errors
+    from dsls.pipeline import GUIDED_PHASES, PHASES, run_pipeline
     from dsls.runs import format_table
 
-    try:
+    with one_line_errors():  # DSLS_DEBUG=1: the traceback instead
         out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume,
-                           GUIDED_PHASES if args.classifier else PHASES)
-    except (*USER_ERRORS, OverrideError) as e:
-        raise SystemExit(f"error: {e}") from None
+                           GUIDED_PHASES if args.classifier else PHASES, overwrite=args.overwrite)
     print("\n" + format_table(out["results"]))
     print(f"\nrun folder: {out['run_dir']}  (samples.png, samples-*.npz, results.json)")
     print("phase seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))

@@ -12,6 +12,8 @@ from dsls.data import DigitsDataModule
 from dsls.metrics.extractors import register_offline_extractor
 from dsls.phases.adversarial import AdversarialModule
 
+from ddp_exit import destroy_process_group  # tests/ddp_exit.py, beside this script
+
 calls = []
 
 
@@ -36,3 +38,4 @@ if __name__ == "__main__":
     logged = sorted(k for k in trainer.callback_metrics if k.startswith("fidelity/"))
     with open(os.path.join(out_dir, f"fidelity-rank{trainer.global_rank}.json"), "w") as f:
         json.dump({"calls": calls, "logged": logged}, f)
+    destroy_process_group(trainer)

@@ -11,6 +11,8 @@ import torch
 from dsls.data import Toy2DDataModule
 from dsls.phases.adversarial import AdversarialModule
 
+from ddp_exit import destroy_process_group  # tests/ddp_exit.py, beside this script
+
 
 class Checksums(L.Callback):
     def __init__(self, out_dir):
@@ -31,3 +33,4 @@ if __name__ == "__main__":
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[Checksums(out_dir)])
     trainer.fit(model, datamodule=Toy2DDataModule(train_size=2048, batch_size=64))
+    destroy_process_group(trainer)

@@ -5,6 +5,8 @@ import lightning as L
 
 from dsls.phases.search import LatentSearchModule
 
+from ddp_exit import destroy_process_group  # tests/ddp_exit.py, beside this script
+
 SAMPLERS = {"none": {}, "langevin": {"steps_per_level": 2}}  # test_ddp.py runs the same search on one process
 
 if __name__ == "__main__":
@@ -13,3 +15,4 @@ if __name__ == "__main__":
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", inference_mode=False, logger=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.predict(model, return_predictions=False)
+    destroy_process_group(trainer)

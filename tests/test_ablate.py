@@ -1,6 +1,7 @@
 """dsls.ablation (experiments/ablate.py): one command, one table, on the toy and digits configs with tiny settings."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -43,9 +44,9 @@ def test_ablation_table(tmp_path, dataset, metric):
     lang = m["settings"]["samplers"]["langevin"]
     assert m["nfe"] == m["settings"]["num_levels"] * lang["steps_per_level"] + int(lang["denoise"])
     # every row from one set of checkpoints, written beside them
-    table = (tmp_path / "run/ablation.md").read_text()
+    table = Path(out["out_dir"], "ablation.md").read_text()
     assert all(r in table for r in ROWS) and metric in table
-    saved = json.loads((tmp_path / "run/ablation.json").read_text())
+    saved = json.loads(Path(out["out_dir"], "ablation.json").read_text())
     assert [r["row"] for r in saved["rows"]] == ROWS
     for phase in ("reconstruction", "adversarial", "pixel_ncsn"):
         assert (tmp_path / "run" / phase / "DONE").is_file()

@@ -41,12 +41,29 @@ def ae_state(module) -> dict:
     return {k: v.clone() for k, v in module.autoencoder.state_dict().items()}
 
 
+def weights(net: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.named_parameters()}  # parameters only: BatchNorm stats move anyway
+
+
+def assert_one_finite_step(t: L.Trainer, net: torch.nn.Module, before: dict, logged: tuple) -> None:
+    """fast_dev_run: exactly one optimizer step and one validation batch ran, and left finite weights and losses."""
+    assert t.global_step == 1 and t.fit_loop.epoch_loop.val_loop.batch_progress.total.completed == 1
+    after = weights(net)
+    assert any(not torch.equal(v, after[k]) for k, v in before.items())  # the step did update the weights
+    assert all(torch.isfinite(v).all() for v in after.values())
+    for key in logged:
+        assert torch.isfinite(t.callback_metrics[key]), key
+
+
 @pytest.mark.parametrize("dm", [toy_data, lambda: DigitsDataModule(batch_size=32)])
 def test_reconstruction_fast_dev_run(dm):
     data = dm()
     shape = [2] if isinstance(data, Toy2DDataModule) else [1, 8, 8]
     model = ReconstructionModule(data_shape=shape, latent_dim=4, hidden=32, depth=2, tanh_output=len(shape) > 1)
-    trainer(fast_dev_run=True).fit(model, datamodule=data)
+    before = weights(model)
+    t = trainer(fast_dev_run=True)
+    t.fit(model, datamodule=data)
+    assert_one_finite_step(t, model, before, ("train/recon", "val/recon"))
 
 
 def test_reconstruction_rejects_wrong_data_shape():
@@ -76,7 +93,24 @@ def test_joint_mode_trains_encoder(ckpts):
 def test_adversarial_fast_dev_run_with_score_matching(ckpts):
     model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=32, d_depth=2, score_matching_weight=1.0,
                               spectral_norm=True)
-    trainer(fast_dev_run=True).fit(model, datamodule=toy_data())
+    before = weights(model.discriminator)
+    t = trainer(fast_dev_run=True)
+    t.fit(model, datamodule=toy_data())
+    assert_one_finite_step(t, model.discriminator, before, ("train/d_loss", "train/dsm", "val/d_loss", "val/dsm"))
+
+
+def test_bf16_mixed_precision_step(ckpts):
+    """precision=bf16-mixed: D (and the DSM term through it) runs in bfloat16, its weights stay float32, and the
+    step's losses are finite."""
+    model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=16, d_depth=1, score_matching_weight=1.0)
+    dtypes = set()
+    model.discriminator.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    before = weights(model.discriminator)
+    t = trainer(fast_dev_run=True, precision="bf16-mixed")
+    t.fit(model, datamodule=toy_data())
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert_one_finite_step(t, model.discriminator, before, ("train/d_loss", "train/dsm", "val/d_loss"))
 
 
 def test_search_predict_writes_contract(ckpts, tmp_path):

@@ -3,12 +3,18 @@ follows the contract in DESIGN.md §3."""
 import json
 import os
 import re
+import runpy
+import shutil
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dsls.metrics.toy import toy_metrics
-from dsls.pipeline import OverrideError, deep_merge, parse_overrides, phase_args, run_pipeline
+from dsls.phases.base import ConfigError
+from dsls.pipeline import (OverrideError, PipelineError, deep_merge, join_values, last_ckpt, parse_overrides,
+                           phase_args, run_pipeline)
 
 SMALL = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=20000",
          "--reconstruction.trainer.max_steps=1500", "--adversarial.trainer.max_steps=1500",
@@ -123,3 +129,118 @@ def test_pipeline_chains_the_latent_classifier_into_a_guided_search(tmp_path):
         assert f["y"].dtype == np.int64 and (f["y"] == np.arange(50) % 25).all()
     assert {"class_accuracy", "guidance_scale"} <= set(out["results"]["langevin"])
     assert (run / "guided-langevin.png").is_file()
+
+
+# a whole toy run in a few seconds: 12 steps per fit phase, a 20-sample search
+TINY = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--data.train_size=512", "--trainer.max_steps=12", "--trainer.limit_val_batches=0", "--model.num_samples=20",
+        "--model.batch_size=20", "--model.samplers={none: {}, langevin: {steps_per_level: 2}, pc: null, ode: null}"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    run_pipeline("configs/toy", TINY, run_dir=str(run))
+    return run
+
+
+def copy_of(run, tmp_path):
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def snapshot(run) -> dict:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")}
+
+
+def step(ckpt) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_a_rerun_into_a_run_folder_needs_resume_or_overwrite(tiny_run, tmp_path, monkeypatch):
+    """Without a flag, a new run beside an old one wrote last-v1.ckpt and chained the old last.ckpt."""
+    run = copy_of(tiny_run, tmp_path)
+    before = snapshot(run)
+    with pytest.raises(PipelineError, match=r"already holds a run.*--resume.*--overwrite"):
+        run_pipeline("configs/toy", TINY, run_dir=str(run))
+    monkeypatch.setattr(sys, "argv", ["run_pipeline.py", "--config-dir", "configs/toy", f"--run-dir={run}", *TINY])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path("experiments/run_pipeline.py", run_name="__main__")  # the command, as a user runs it
+    assert str(e.value).startswith("error: ") and "\n" not in str(e.value) and "--overwrite" in str(e.value)
+    assert snapshot(run) == before  # nothing trained, moved or written
+
+
+def test_overwrite_moves_the_old_run_aside_and_chains_the_new_checkpoints(tiny_run, tmp_path):
+    run = copy_of(tiny_run, tmp_path)
+    out = run_pipeline("configs/toy", TINY + ["--trainer.max_steps=8"], run_dir=str(run), overwrite=True)
+    (aside,) = run.glob(".overwritten-*")
+    assert step(aside / "reconstruction/checkpoints/last.ckpt") == 12  # the old run, kept whole
+    assert (aside / "results.json").is_file() and (aside / "search.ckpt").is_file()
+    assert not [p for p in run.rglob("last-v*.ckpt") if aside not in p.parents]
+    adv = torch.load(out["checkpoints"]["adversarial"], map_location="cpu", weights_only=False)
+    assert out["checkpoints"]["adversarial"] == last_ckpt(str(run), "adversarial") and adv["global_step"] == 8
+    assert step(adv["hyper_parameters"]["autoencoder_ckpt"]) == 8  # phase 1 of this run, not of the old one
+    search = torch.load(run / "search.ckpt", map_location="cpu", weights_only=False)
+    assert search["hyper_parameters"]["ckpt"] == out["checkpoints"]["adversarial"]
+    assert json.loads((run / "adversarial/DONE").read_text())["checkpoint"] == "checkpoints/last.ckpt"
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--model.lrr=5"], ["reaches no phase", "--model.lr"]),
+    (["--searh.model.eps0=1"], ["--search.model.samplers.langevin.eps0"]),
+    (["--optimizer=SGD"], ["reconstruction, adversarial, search", "model.*", "--<phase>."]),
+    (["--model.c_hidden=8"], ["latent_classifier", "--classifier"]),
+    (["--run_dir=elsewhere"], ["--run-dir"]),
+    (["--model.autoencoder_ckpt=x.ckpt"], ["the pipeline sets it"]),
+    (["--data.train_sizee=5"], ["the reconstruction phase refuses --data.train_sizee=5", "--data.train_size"]),
+    # a value after a space, refused by phase 3's own parser: before phase 1 trains
+    (["--search.model.num_samples", "abc"], ["the search phase refuses --model.num_samples=abc", "int"]),
+])
+def test_an_override_that_no_phase_takes_stops_before_anything_is_written(flags, says, tmp_path):
+    with pytest.raises(OverrideError) as e:
+        run_pipeline("configs/toy", TINY + flags, run_dir=str(tmp_path / "run"))
+    for text in says:
+        assert text in str(e.value), (text, str(e.value))
+    assert not (tmp_path / "run").exists()
+
+
+def test_space_separated_values_join_their_flag():
+    assert join_values(["--trainer.max_steps", "20", "--model.lr=1e-3", "--data.seed", "-1"]) == [
+        "--trainer.max_steps=20", "--model.lr=1e-3", "--data.seed=-1"]
+    with pytest.raises(OverrideError, match="quote"):  # an unquoted value with a space
+        join_values(["--model.samplers={langevin:", "null}"])
+
+
+def test_an_empty_training_set_stops_without_a_done_stamp(tmp_path):
+    """drop_last leaves no batch: no step, no checkpoint, so no DONE either, and --resume does not skip phase 1."""
+    run = tmp_path / "run"
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=r"\(100 examples\) is smaller than --data.batch_size=256"):
+            run_pipeline("configs/toy", TINY + ["--data.train_size=100", "--data.batch_size=256"], run_dir=str(run),
+                         resume=resume)
+        assert not (run / "reconstruction/DONE").exists()
+
+
+@pytest.mark.parametrize("remove, says", [("reconstruction/checkpoints/last.ckpt", "checkpoint .* is missing"),
+                                          ("reconstruction/DONE", "the reconstruction phase it was built on did not")])
+def test_resume_never_chains_a_finished_phase_it_cannot_trust(remove, says, tiny_run, tmp_path):
+    run = copy_of(tiny_run, tmp_path)
+    os.remove(run / remove)
+    before = snapshot(run)
+    with pytest.raises(PipelineError, match=f"{says}.*--overwrite"):
+        run_pipeline("configs/toy", TINY, run_dir=str(run), resume=True)
+    assert snapshot(run) == before
+
+
+def test_resume_chains_the_checkpoints_its_done_stamps_name(tiny_run, tmp_path):
+    run = copy_of(tiny_run, tmp_path)
+    (run / "reconstruction/DONE").write_text("3 s\n")  # a stamp from before stamps named their checkpoint
+    os.rename(run / "adversarial/checkpoints/last.ckpt", run / "adversarial/checkpoints/last-v1.ckpt")
+    (run / "adversarial/DONE").write_text(json.dumps({"checkpoint": "checkpoints/last-v1.ckpt"}))
+    out = run_pipeline("configs/toy", TINY, run_dir=str(run), resume=True)
+    assert set(out["seconds"]) == {"search"}
+    (aside,) = run.glob(".overwritten-*")  # the earlier search's files, out of the new one's way
+    assert {"search.ckpt", "results.json", "samples-langevin.npz"} <= {p.name for p in aside.iterdir()}
+    assert out["checkpoints"] == {"reconstruction": last_ckpt(str(run), "reconstruction"),
+                                  "adversarial": str(run / "adversarial/checkpoints/last-v1.ckpt")}
+    search = torch.load(run / "search.ckpt", map_location="cpu", weights_only=False)
+    assert search["hyper_parameters"]["ckpt"] == out["checkpoints"]["adversarial"]

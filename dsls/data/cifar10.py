@@ -2,16 +2,35 @@
 from __future__ import annotations
 
 import os
+import pickle
 
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10
 
-from dsls.data.images import ImageDataModule, MissingDataError, TransformedSubset, split_indices
+from dsls.data.images import (CorruptDataError, ImageDataModule, MissingDataError, TransformedSubset, first_line,
+                              split_indices)
 
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 LAYOUT = "<data_dir>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 HOW = f"pass --data.download=true (CIFAR10DataModule(download=True)), or extract {URL} into <data_dir>"
+REFETCH = f"delete it and rerun with --data.download=true, or extract {URL} into <data_dir> again"
+
+
+def batch_problem(path: str) -> str | None:
+    """What is wrong with one of the python pickles (a data batch, or batches.meta), or None."""
+    meta = os.path.basename(path) == "batches.meta"
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # as torchvision reads them
+    except Exception as e:  # a damaged pickle fails in any of the unpickler's steps
+        return f"not a readable pickle: {first_line(e)}"
+    key = "label_names" if meta else "data"
+    if not isinstance(entry, dict) or key not in entry:
+        return f"no {key!r} entry"
+    if not meta and getattr(entry["data"], "size", 1) % 3072:
+        return "its 'data' is not whole 3x32x32 images"
+    return None
 
 
 class _PresenceCheckedCIFAR10(CIFAR10):
@@ -35,7 +54,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     ``download=True`` fetches and md5-checks the archive in ``prepare_data`` only. With ``download=False``
     an existing folder is read and the files are checked for presence only (see ``_PresenceCheckedCIFAR10``).
-    Missing files, or a failed download (no network), raise :class:`MissingDataError`.
+    Missing files, or a failed download (no network), raise :class:`MissingDataError`; a damaged file raises
+    :class:`CorruptDataError` naming it.
     """
 
     dataset_name = "cifar10"
@@ -59,15 +79,26 @@ class CIFAR10DataModule(ImageDataModule):
             try:
                 CIFAR10(self.data_dir, train=True, download=True)
             except (RuntimeError, OSError) as e:  # URLError is an OSError
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 raise MissingDataError("CIFAR-10", self.folder, LAYOUT, f"the download failed ({first}); check the "
                                        f"network, or extract {URL} into <data_dir> and pass --data.download=false") from None
+
+    def _read(self, cls, train: bool) -> CIFAR10:
+        try:
+            return cls(self.data_dir, train=train)
+        except Exception as e:  # torchvision's error does not say which file: find the damaged one
+            names = [name for name, _ in (cls.train_list if train else cls.test_list)] + ["batches.meta"]
+            for name in names:
+                problem = batch_problem(os.path.join(self.folder, name))
+                if problem:
+                    raise CorruptDataError("CIFAR-10", os.path.join(self.folder, name), problem, REFETCH) from e
+            raise
 
     def build_datasets(self):
         if not all(os.path.isfile(os.path.join(self.folder, f)) for f in FILES):
             raise self._missing()
         cls = CIFAR10 if self.hparams.download else _PresenceCheckedCIFAR10
-        full, test = cls(self.data_dir, train=True), cls(self.data_dir, train=False)
+        full, test = self._read(cls, train=True), self._read(cls, train=False)
         val_idx, train_idx = split_indices(len(full), [self.hparams.val_size], self.hparams.split_seed)
         resize = [] if self.image_size == 32 else [T.Resize(self.image_size, antialias=True)]
         train_tf, eval_tf = self.transform(True, resize), self.transform(False, resize)

@@ -9,6 +9,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 from dsls.data.loaders import make_loader
+from dsls.phases.base import ConfigError
 
 
 def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,6 +37,8 @@ class DigitsDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 128, val_fraction: float = 0.2, split_seed: int = 0, num_workers: int = 0):
         super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"--data.batch_size={batch_size} must be >= 1")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.save_hyperparameters()

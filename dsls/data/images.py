@@ -1,4 +1,5 @@
-"""Shared pieces of the image DataModules: the missing-data error, the [-1, 1] transforms and the base class."""
+"""Shared pieces of the image DataModules: the missing- and corrupt-data errors, the [-1, 1] transforms and the base
+class."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -11,6 +12,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from dsls.data.loaders import make_loader
+from dsls.phases.base import ConfigError
 
 
 class MissingDataError(FileNotFoundError):
@@ -18,10 +20,27 @@ class MissingDataError(FileNotFoundError):
 
     def __init__(self, name: str, where: str, layout: str, how: str):
         self.parts = (name, where, layout, how)
-        super().__init__(f"{name} data not found at {where}.\nExpected layout:\n  {layout}\nTo get it: {how}")
+        super().__init__(f"{name} data not found at {where} (expected layout: {layout}). To get it: {how}")
 
     def __reduce__(self):  # rebuild from the parts (the default would pass only the message), e.g. across DDP ranks
         return type(self), self.parts
+
+
+class CorruptDataError(ValueError):
+    """A data file that is on disk but cannot be read (an interrupted download or copy): the message names the file
+    and how to get it again."""
+
+    def __init__(self, name: str, path: str, reason: str, how: str):
+        self.parts = (name, path, reason, how)
+        super().__init__(f"{name} file {path} is truncated or corrupt ({reason}): {how}")
+
+    def __reduce__(self):  # as MissingDataError's: rebuilt from the parts, e.g. across DDP ranks
+        return type(self), self.parts
+
+
+def first_line(e: BaseException) -> str:
+    """An error's first non-empty line (or its type), to quote in a one-line message."""
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
 
 
 class CenterCropSquare:
@@ -57,9 +76,12 @@ class TransformedSubset(Dataset):
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
     """Permute range(n) with ``torch.randperm`` under ``Generator().manual_seed(seed)``; the first ``sizes[0]``
     go to the first part, the next ``sizes[1]`` to the second, …, and the rest to a last part. Each part is
-    sorted, so a given (n, sizes, seed) always gives the same sets in the same order."""
+    sorted, so a given (n, sizes, seed) always gives the same sets in the same order. The held-out sizes are
+    ``[val_size]`` or ``[test_size, val_size]``, which is how the error names them."""
     if sum(sizes) >= n:
-        raise ValueError(f"split sizes {list(sizes)} leave no training images out of {n}")
+        flags = ("--data.test_size", "--data.val_size")[-len(sizes):]
+        given = " + ".join(f"{f}={s}" for f, s in zip(flags, sizes))
+        raise ConfigError(f"{given} leaves no training images: the data set has {n}; keep the total below {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     bounds = [0, *torch.tensor(list(sizes)).cumsum(0).tolist(), n]
     return [sorted(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -81,6 +103,8 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, image_size: int, batch_size: int = 128, num_workers: int = 4,
                  pin_memory: bool = True, seed: int = 0, split_seed: int = 0, random_flip: bool = False):
         super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"--data.batch_size={batch_size} must be >= 1")
         self.save_hyperparameters()  # also picks up the subclass's own init args
         self.data_dir, self.image_size = str(data_dir), int(image_size)
         self.train_set: Dataset | None = None

@@ -1,30 +1,84 @@
-"""DataLoaders shared by every DataModule: the training shuffle is a function of (seed, epoch) alone, so a run
-resumed from a checkpoint sees the same batches as one that never stopped. Lightning calls `set_epoch` on the
-sampler each epoch (and swaps in a seeded DistributedSampler under DDP)."""
+"""DataLoaders shared by every DataModule. A run resumed from any checkpoint, mid-epoch too, sees the same batches as
+one that never stopped:
+
+- the training order of epoch e is a function of (seed, e) alone (Lightning calls `set_epoch` each epoch);
+- the train loader is stateful: Lightning saves its place in the epoch in the checkpoint's loop state and hands it
+  back on resume, and the loader skips the batches the interrupted run already took;
+- no loader draws from the global torch RNG (a DataLoader without its own generator draws one number from it at every
+  `iter()`), so the noise a phase draws from that RNG, saved and restored by the phase, continues the same stream.
+"""
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
-class EpochShuffleSampler(Sampler[int]):
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class EpochShuffleSampler(DistributedSampler):
+    """Epoch e's permutation of range(n) from (seed, e); under DDP rank r takes every world-th index of it, padded to a
+    multiple of the world as DistributedSampler does. A DistributedSampler, so Lightning uses it as it is instead of
+    wrapping it in one. `skip` drops the first indices of the next iteration (set by ResumableLoader on resume)."""
+
     def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        ddp = dist.is_available() and dist.is_initialized()
+        super().__init__(range(n), num_replicas=dist.get_world_size() if ddp else 1, rank=dist.get_rank() if ddp else 0,
+                         shuffle=True, seed=seed)
+        self.skip = 0
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        order += order[: self.total_size - len(order)]
+        skip, self.skip = self.skip, 0
+        return iter(order[self.rank:self.total_size:self.num_replicas][skip:])
 
-    def __len__(self) -> int:
-        return self.n
+
+class ResumableLoader(DataLoader):
+    """The train loader: counts the batches it has yielded this epoch, which are the ones the training loop took
+    (Lightning prefetches nothing from a loader with a length; worker prefetch happens below the count). Lightning
+    calls `state_dict` when it saves a checkpoint and `load_state_dict` on resume before the first batch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._yielded = -1, 0  # the epoch being iterated, and the batches yielded from it
+        self._resume: dict | None = None
+
+    def __iter__(self):
+        # A generator: this runs at the first batch, after Lightning's set_epoch (workers start then too).
+        if not isinstance(self.sampler, EpochShuffleSampler):  # Lightning swapped it (overfit_batches): in order
+            yield from super().__iter__()
+            return
+        epoch = self.sampler.epoch
+        resume, self._resume = self._resume, None
+        start = resume["batches"] if resume is not None and resume["epoch"] == epoch else 0
+        self.sampler.skip = start * self.batch_size
+        self.generator.manual_seed(_epoch_seed(self.sampler.seed, epoch))  # the workers' seeds: per epoch
+        self._epoch, self._yielded = epoch, start
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)  # applied by the next __iter__, if it iterates that epoch
 
 
 def make_loader(ds: Dataset, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """train: epoch-seeded shuffle, drop the last partial batch; eval: in order, every sample."""
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed) if train else None,
-                      drop_last=train, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+    """train: epoch-seeded shuffle, drop the last partial batch, resumable mid-epoch; eval: in order, every sample."""
+    kwargs = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                  persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    if train:
+        if len(ds) < batch_size:  # drop_last would leave no batch: fit would stop at once and exit 0
+            from dsls.phases.base import ConfigError
+
+            raise ConfigError(f"the training set ({len(ds)} examples) is smaller than --data.batch_size={batch_size}: "
+                              "no training step would run; lower the batch size (or raise --data.train_size)")
+        return ResumableLoader(ds, sampler=EpochShuffleSampler(len(ds), seed), drop_last=True, **kwargs)
+    return DataLoader(ds, **kwargs)

@@ -12,6 +12,7 @@ from torchvision.datasets import VisionDataset
 from torchvision.datasets.lsun import LSUNClass
 
 from dsls.data.images import CenterCropSquare, ImageDataModule, MissingDataError, TransformedSubset
+from dsls.phases.base import ConfigError
 
 LAYOUT = ("<data_dir>/{category}_train_lmdb/data.mdb "
           "(and optionally <data_dir>/{category}_val_lmdb/data.mdb, the test set)")
@@ -120,7 +121,7 @@ class LSUNDataModule(ImageDataModule):
         full = _LSUNClass(train_path, cache)
         n_val = self.hparams.val_size
         if not 0 < n_val < len(full):
-            raise ValueError(f"val_size={n_val} must be in (0, {len(full)}) for {train_path}")
+            raise ConfigError(f"--data.val_size={n_val} must be in (0, {len(full)}) for {train_path}")
         train_idx, val_idx = range(len(full) - n_val), range(len(full) - n_val, len(full))
         resize = [CenterCropSquare(), T.Resize(self.image_size, antialias=True)]
         train_tf, eval_tf = self.transform(True, resize), self.transform(False, resize)

@@ -2,17 +2,34 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
+import struct
+import zlib
 
 from torchvision import transforms as T
 from torchvision.datasets import MNIST
 
-from dsls.data.images import ImageDataModule, MissingDataError, TransformedSubset, split_indices
+from dsls.data.images import (CorruptDataError, ImageDataModule, MissingDataError, TransformedSubset, first_line,
+                              split_indices)
 
 RAW_FILES = [f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
 LAYOUT = "<data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)"
 HOW = "pass --data.download=true (MNISTDataModule(download=True)) to fetch it with torchvision"
+REFETCH = "delete it and rerun with --data.download=true to fetch it again"
+
+
+def idx_problem(path: str, ndim: int) -> str | None:
+    """What is wrong with an uncompressed uint8 IDX file of `ndim` dimensions (MNIST's format), or None: the header
+    names the shape, so a cut-off file shows in its size (torchvision would fail on it with a reshape error)."""
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * ndim)
+    if len(head) < 4 + 4 * ndim or head[:4] != bytes([0, 0, 0x08, ndim]):
+        return f"not a {ndim}-d uint8 IDX file"
+    want = len(head) + math.prod(struct.unpack(f">{ndim}I", head[4:]))
+    size = os.path.getsize(path)
+    return None if size == want else f"{size} bytes, its header says {want}"
 
 
 class MNISTDataModule(ImageDataModule):
@@ -26,7 +43,8 @@ class MNISTDataModule(ImageDataModule):
     ``download=True`` fetches the files in ``prepare_data`` (only there, so only on one process under DDP).
     With ``download=False`` an existing folder is read; files present only as ``.gz`` are decompressed next to
     themselves first (torchvision reads the uncompressed files and keeps both after its own download).
-    Missing files, or a failed download (no network), raise :class:`MissingDataError`.
+    Missing files, or a failed download (no network), raise :class:`MissingDataError`; a cut-off or damaged file
+    (.gz or uncompressed) raises :class:`CorruptDataError` naming it.
     """
 
     dataset_name = "mnist"
@@ -52,7 +70,7 @@ class MNISTDataModule(ImageDataModule):
                 for train in (True, False):
                     MNIST(self.data_dir, train=train, download=True)
             except (RuntimeError, OSError) as e:  # URLError is an OSError
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e)
                 raise MissingDataError("MNIST", self.raw_folder, LAYOUT, f"the download failed ({first}); check the "
                                        "network, or copy the files above from a machine that has them and pass "
                                        "--data.download=false") from None
@@ -62,14 +80,26 @@ class MNISTDataModule(ImageDataModule):
             path = os.path.join(self.raw_folder, name)
             if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
                 tmp = f"{path}.tmp{os.getpid()}"  # write then rename: concurrent ranks never see half a file
-                with gzip.open(path + ".gz", "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with gzip.open(path + ".gz", "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except BaseException as e:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)  # leave no half file behind
+                    if isinstance(e, (EOFError, gzip.BadGzipFile, zlib.error)):  # a cut-off or damaged .gz
+                        raise CorruptDataError("MNIST", path + ".gz", first_line(e), REFETCH) from e
+                    raise
                 os.replace(tmp, path)
 
     def build_datasets(self):
         self._decompress()
         if not all(os.path.isfile(os.path.join(self.raw_folder, f)) for f in RAW_FILES):
             raise self._missing()
+        for name in RAW_FILES:
+            path = os.path.join(self.raw_folder, name)
+            problem = idx_problem(path, ndim=3 if "-idx3-" in name else 1)
+            if problem:
+                raise CorruptDataError("MNIST", path, problem, REFETCH)
         full, test = MNIST(self.data_dir, train=True), MNIST(self.data_dir, train=False)
         val_idx, train_idx = split_indices(len(full), [self.hparams.val_size], self.hparams.split_seed)
         resize = [] if self.image_size == 28 else [T.Resize(self.image_size, antialias=True)]

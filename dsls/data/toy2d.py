@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dsls.data.loaders import make_loader
+from dsls.phases.base import ConfigError
 from dsls.metrics.toy import MIXTURES, mixture_spec
 
 #: Swiss roll: t ~ U[1.5π, 4.5π], (x, y) = (t cos t, t sin t) as in sklearn's make_swiss_roll (its x and z
@@ -71,6 +72,8 @@ class Toy2DDataModule(L.LightningDataModule):
         super().__init__()
         if name not in NAMES:
             raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
+        if batch_size < 1:
+            raise ConfigError(f"--data.batch_size={batch_size} must be >= 1")
         if labels and name not in MIXTURES:
             raise ValueError(f"--data.labels=true needs a mixture with modes to label ({', '.join(MIXTURES)}), "
                              f"not {name!r}")

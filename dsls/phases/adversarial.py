@@ -135,16 +135,19 @@ class AdversarialModule(LatentPhase):
             sched.step()
 
     def validation_step(self, batch, batch_idx):
-        z = self.autoencoder.encode(unpack(batch))
-        with torch.enable_grad():  # the DSM term differentiates D
-            self._d_loss(z, "val")
-        with torch.no_grad():  # accuracy at each ladder level: where along the ladder D is weak
-            for sigma in self.ladder.sigmas.tolist():
-                s = torch.full((len(z),), sigma, device=z.device)
-                lq = self.discriminator(z + sigma * torch.randn_like(z), s)
-                lp = self.discriminator(torch.randn_like(z) * math.sqrt(1 + sigma**2), s)
-                self.log_dict({f"val_sigma/acc_q@{sigma:.3g}": (lq > 0).float().mean(),
-                               f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True)
+        # `dsls validate` runs in inference mode (fit's validation only in no_grad), where the DSM term's autograd
+        # is off: leave it, and clone the batch, which inference mode made a tensor autograd refuses to save.
+        with torch.inference_mode(False):
+            z = self.autoencoder.encode(unpack(batch).clone())
+            with torch.enable_grad():  # the DSM term differentiates D
+                self._d_loss(z, "val")
+            with torch.no_grad():  # accuracy at each ladder level: where along the ladder D is weak
+                for sigma in self.ladder.sigmas.tolist():
+                    s = torch.full((len(z),), sigma, device=z.device)
+                    lq = self.discriminator(z + sigma * torch.randn_like(z), s)
+                    lp = self.discriminator(torch.randn_like(z) * math.sqrt(1 + sigma**2), s)
+                    self.log_dict({f"val_sigma/acc_q@{sigma:.3g}": (lq > 0).float().mean(),
+                                   f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True)
 
     def configure_optimizers(self):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=(0.9, 0.99))

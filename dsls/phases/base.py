@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-
+import re
 from typing import Optional
 
 import lightning as L
@@ -43,7 +43,12 @@ def warmup_cosine(opt: torch.optim.Optimizer, module: "PhaseModule", warmup_frac
 
 
 class PhaseCheckpointError(ValueError):
-    """A checkpoint that is missing or belongs to another phase."""
+    """A checkpoint that is missing, unreadable or belongs to another phase."""
+
+
+class ConfigError(ValueError):
+    """Settings that contradict each other, the data or a checkpoint; the message names the flag to change.
+    The `dsls` command prints it as one line (dsls.cli.USER_ERRORS)."""
 
 
 def _an(word: str) -> str:
@@ -54,9 +59,28 @@ def _describe(phases: tuple[str, ...]) -> str:
     return " or ".join(f"{_an(p)} ({PHASES[p]}) checkpoint" for p in phases)
 
 
+def _read(path, flag: str, expected: tuple[str, ...]) -> object:
+    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint cannot run code when
+    loaded (Lightning's own --ckpt_path loading does the same). Every dsls checkpoint is such data."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:
+        raise PhaseCheckpointError(f"{flag}={path} cannot be read ({e.strerror}): check its permissions.") from e
+    except Exception as e:  # a damaged file fails anywhere in the zip reader (OSError too) or the unpickler
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked:
+            raise PhaseCheckpointError(
+                f"{flag}={path} holds Python objects ({blocked[1]}) that dsls never saves; it is refused because "
+                f"loading it could run code. Pass {_describe(expected)} written by dsls.") from e
+        raise PhaseCheckpointError(
+            f"{flag}={path} is not a readable checkpoint (truncated or corrupt?). Pass {_describe(expected)}; "
+            "if it was copied from elsewhere, copy it again.") from e
+
+
 def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[str, ...],
                           flag: str | None = None) -> dict:
-    """Load a checkpoint and check it was written by an `expected` phase, with an error that names the fix."""
+    """Load a checkpoint and check it was written by an `expected` phase, with an error that names the fix.
+    Loads tensors and plain data only (weights_only=True): a file that needs other objects is refused, never run."""
     expected = (expected,) if isinstance(expected, str) else tuple(expected)
     flag = flag or FLAG_FOR[expected[0]]
     if not path:
@@ -66,7 +90,7 @@ def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[
             f"{flag}={path} does not exist. Pass {_describe(expected)}, "
             f"e.g. runs/<dataset>/<run>/{expected[0]}/checkpoints/last.ckpt."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = _read(path, flag, expected)
     found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
     if found not in expected:
         what = f"{_an(found)} ({PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
@@ -94,6 +118,21 @@ class PhaseModule(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         load_phase_checkpoint(checkpoint_path, cls.phase, flag="checkpoint_path")  # clear error before __init__
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    _train_rng: Optional[dict] = None
+
+    def on_validation_start(self) -> None:
+        # Validation draws noise too: keep it off the training stream, so that a run resumed from a checkpoint taken at
+        # a validation step (Lightning does not validate that step again) draws the same training noise.
+        self._train_rng = {"torch": torch.get_rng_state(),
+                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def on_validation_epoch_end(self) -> None:  # before ModelCheckpoint's on_validation_end saves the state
+        if self._train_rng is not None:
+            torch.set_rng_state(self._train_rng["torch"])
+            if self._train_rng["cuda"] is not None:
+                torch.cuda.set_rng_state_all(self._train_rng["cuda"])
+            self._train_rng = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dsls_phase"] = self.phase
@@ -175,8 +214,8 @@ class LatentPhase(PhaseModule):
         dm = getattr(self.trainer, "datamodule", None)
         shape = getattr(dm, "data_shape", None)
         if shape is not None and tuple(shape) != tuple(self.autoencoder.data_shape):
-            raise ValueError(f"the data is {list(shape)} but the autoencoder was trained on "
-                             f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
+            raise ConfigError(f"the data is {list(shape)} but the autoencoder was trained on "
+                              f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
 
     @torch.no_grad()
     def on_fit_start(self) -> None:

@@ -73,6 +73,9 @@ class LatentSearchModule(L.LightningModule):
         self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
         self.score = self.model.score_fn()
+        if num_samples < 1 or batch_size < 1:
+            raise TaskError(f"--model.num_samples and --model.batch_size must be >= 1, got {num_samples} and "
+                            f"{batch_size}")
         if classifier_ckpt and labels is None:  # a classifier that guides nothing would be ignored silently
             raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
                             "(sample i gets class i mod K) or --model.labels=<class>")
@@ -95,12 +98,22 @@ class LatentSearchModule(L.LightningModule):
         self._outputs = []
         from dsls.metrics.samples import metric_kind
 
+        self._check_new_outputs()
         if metric_kind(self.dataset_name, self._metric_options()) == "fidelity":  # fail before sampling, every rank
             from dsls.metrics.fidelity import check_inception_weights
 
             check_inception_weights(self.hparams.feature_extractor_weights_path)
 
     on_test_start = on_predict_start
+
+    def _check_new_outputs(self) -> None:
+        """A search never overwrites another's samples: results.json would mix two searches' seeds and counts."""
+        out_dir = self.hparams.out_dir or self.trainer.default_root_dir
+        names = ["search.ckpt", *(f"samples-{self.key_prefix}{n}.npz" for n in self.samplers)]
+        there = [n for n in names if os.path.isfile(os.path.join(out_dir, n))]
+        if there:
+            raise TaskError(f"{out_dir} already holds {', '.join(there)} from an earlier search: pass another "
+                            "--model.out_dir (evaluate.py: --out), or move them away first")
 
     def _sync_time(self) -> float:
         if self.device.type == "cuda":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from dsls.phases.base import ConfigError
 from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, pad_rows,  # noqa: F401
                                 register, sample_indices, sample_seed, setting_names)
 from dsls.samplers import langevin, pc, ode  # noqa: F401,E402,I001  (registers the families, in this order)
@@ -39,10 +40,10 @@ def build_samplers(spec=None, default=DEFAULT_SAMPLERS) -> dict[str, Sampler]:
     elif spec is None:
         items = []
     else:
-        raise ValueError(f"samplers must be a mapping like {{none: {{}}, langevin: {{eps0: 5.0e-4}}}}, got {spec!r}")
+        raise ConfigError(f"samplers must be a mapping like {{none: {{}}, langevin: {{eps0: 5.0e-4}}}}, got {spec!r}")
     if not items:
         if (isinstance(spec, dict) and spec) or not default:  # {langevin: null}: every named one switched off
-            raise ValueError(f"no sampler selected in {spec!r}: name at least one, e.g. samplers: {{none: {{}}, "
+            raise ConfigError(f"no sampler selected in {spec!r}: name at least one, e.g. samplers: {{none: {{}}, "
                              "langevin: {}}")
         return build_samplers(default, default=())
     return {name: make_sampler(name, settings) for name, settings in items}

@@ -14,6 +14,7 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from dsls.noise import SigmaLadder
+from dsls.phases.base import ConfigError
 
 ScoreFn = Callable[..., torch.Tensor]  # score_fn(z, σ) -> s(z, σ), e.g. a dsls.score.Score
 SAMPLERS: dict[str, type["Sampler"]] = {}
@@ -57,18 +58,18 @@ def setting_names(name: str) -> list[str]:
 
 
 def make_sampler(name: str, settings: dict | Sampler | None = None) -> Sampler:
-    """A registered sampler with its settings; an unknown name or setting is a ValueError that lists the valid ones."""
+    """A registered sampler with its settings; an unknown name or setting is a ConfigError that lists the valid ones."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; registered samplers: {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {name!r}; registered samplers: {', '.join(SAMPLERS)}")
     if isinstance(settings, SAMPLERS[name]):
         return settings
     if settings is not None and not isinstance(settings, dict):
-        raise ValueError(f"sampler {name!r}: settings must be a mapping, e.g. {{eps0: 1.0e-4}}; got {settings!r}")
+        raise ConfigError(f"sampler {name!r}: settings must be a mapping, e.g. {{eps0: 1.0e-4}}; got {settings!r}")
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(setting_names(name)))
     if unknown:
         valid = ", ".join(setting_names(name)) or "none"
-        raise ValueError(f"sampler {name!r} has no setting {', '.join(map(repr, unknown))}; its settings: {valid}")
+        raise ConfigError(f"sampler {name!r} has no setting {', '.join(map(repr, unknown))}; its settings: {valid}")
     return SAMPLERS[name](**settings)
 
 
@@ -76,7 +77,8 @@ def check_positive(sampler: Sampler, **values) -> None:
     """Settings that must be > 0, checked in __post_init__: a zero step size would write 'valid' unsearched samples."""
     for key, v in values.items():
         if not v > 0:
-            raise ValueError(f"sampler {sampler.name!r}: {key} must be > 0, got {v}")
+            raise ConfigError(f"sampler {sampler.name!r}: {key} must be > 0, got {v} "
+                              f"(--model.samplers.{sampler.name}.{key})")
 
 
 def sample_seed(seed: int, index: int, stream: str) -> int:

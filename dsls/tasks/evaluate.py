@@ -46,7 +46,7 @@ def search_settings(ckpt_path: str) -> dict:
     if not os.path.isfile(ckpt_path):
         raise PhaseCheckpointError(f"--ckpt={ckpt_path} does not exist: pass <run>/adversarial/checkpoints/last.ckpt "
                                    "or <run>/search.ckpt.")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code runs
     phase = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
     if phase == "search":
         hp = {**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}, "out_dir": None}
@@ -113,7 +113,7 @@ SAME_SEARCH_KEYS = ("num_samples", "seed", "sigma_max", "sigma_min", "num_levels
 def check_same_search(hp: dict) -> None:
     """Samples in out_dir are reused only if its search.ckpt says they came from this checkpoint and these settings."""
     path = os.path.join(hp["out_dir"], "search.ckpt")
-    saved = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"] if os.path.isfile(path) else {}
+    saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"] if os.path.isfile(path) else {}
     from dsls.samplers import build_samplers
 
     settings = lambda h: {n: s.settings() for n, s in build_samplers(h.get("samplers")).items()}  # noqa: E731
