@@ -88,10 +88,12 @@ def _last_checkpoint(cfg) -> str:
     then need --model.autoencoder_ckpt again). The newest last*.ckpt of the phase's checkpoint folder, as Lightning."""
     folder = cfg.checkpoint.dirpath or (cfg.run_dir and os.path.join(cfg.run_dir, _phase_of(cfg), "checkpoints"))
     if not folder:
-        raise PhaseCheckpointError("--ckpt_path last resumes a run: pass its folder too, --run_dir=runs/<dataset>/<run>")
+        raise PhaseCheckpointError("--ckpt_path last resumes a run: pass its folder too, "
+                                   "--run_dir=runs/<dataset>/<run>")
     found = sorted(Path(folder).glob("last*.ckpt"), key=os.path.getmtime)
     if not found:
-        raise PhaseCheckpointError(f"--ckpt_path last: no last.ckpt in {folder}; pass the --run_dir of the run to resume")
+        raise PhaseCheckpointError(f"--ckpt_path last: no last.ckpt in {folder}; pass the --run_dir of the run to "
+                                   "resume")
     return str(found[-1])
 
 

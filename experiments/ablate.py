@@ -3,7 +3,8 @@
     python experiments/ablate.py --config-dir configs/digits [--run-dir runs/digits/<run>] [overrides…]
 
 It trains what the run folder lacks, samples each row (no search, DS-LS at σ_min only, DS-LS annealed, pixel NCSN
-at the same steps and at matched wall time) and writes <run>/ablation-<time>/ablation.md and ablation.json (a rerun writes a new folder).
+at the same steps and at matched wall time) and writes <run>/ablation-<time>/ablation.md and ablation.json (a rerun
+writes a new folder).
 Overrides are routed like run_pipeline's (--trainer.max_steps=50 shortens every fit; --search.model.X sets
 the sampling settings, e.g. --search.model.num_samples=500 or --search.model.samplers.langevin.eps0=1e-4).
 The logic is dsls.ablation.
