@@ -155,13 +155,32 @@ class DSLSCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
-def main(args=None, run: bool = True, **kwargs) -> DSLSCLI:
-    """Programmatic entry (raises); the console script `dsls` is `console_main`. kwargs go to LightningCLI."""
+class ParseOnlyCLI(DSLSCLI):
+    """Parses and checks a command (its --ckpt_path included) and does nothing else: no seeding, run folder,
+    instantiation or run. The pipeline checks every phase's arguments with it before phase 1 trains."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def main(args=None, run: bool = True, parse_only: bool = False, **kwargs) -> DSLSCLI:
+    """Programmatic entry (raises); the console script `dsls` is `console_main`. kwargs go to LightningCLI.
+    parse_only: parse and check the arguments only (ParseOnlyCLI)."""
     # auto_configure_optimizers=False: each phase owns its optimizers and schedules (phase 2 has two); Lightning's
     # --optimizer/--lr_scheduler would replace phase 1's schedule silently and crash phase 2.
-    return DSLSCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
-                   save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
-                   parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+    cli = ParseOnlyCLI if parse_only else DSLSCLI
+    return cli(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
+               save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
+               parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
 
 # errors whose message says what to do: printed as one line, no traceback (FloatingPointError: a diverged search)

@@ -18,7 +18,6 @@ import os
 import re
 import time
 from pathlib import Path
-from unittest import mock
 
 import yaml
 
@@ -244,15 +243,12 @@ def _parse_error(args: list[str]) -> str | None:
     """None if the phase's own CLI parser takes `args`, else the innermost cause it reports (jsonargparse nests a
     'Union subtypes' report per class_path level). Only the arguments are checked: nothing is built, seeded or run,
     and the run folder's state is not looked at yet (the checkpoints of later phases do not exist yet)."""
-    from dsls.cli import DSLSCLI, main
+    from dsls.cli import main
 
-    err, noop = io.StringIO(), lambda self, *a: None
-    with contextlib.ExitStack() as stack:
-        for name in ("before_instantiate_classes", "instantiate_classes", "_run_subcommand", "_set_seed"):
-            stack.enter_context(mock.patch.object(DSLSCLI, name, noop))
-        stack.enter_context(contextlib.redirect_stderr(err))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
         try:
-            main(args)
+            main(args, parse_only=True)
             return None
         except SystemExit as e:
             if not e.code:

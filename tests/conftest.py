@@ -41,3 +41,30 @@ def toy_adv_ckpt(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("toy-ckpt")
     ae = _fit_quick(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, d / "ae.ckpt")
     return _fit_quick(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1), 5, d / "adv.ckpt")
+
+
+TASK_STEPS = 300  # per phase: ~4 s (phase 1) + ~6 s (phase 2) on 2 cores, and enough for the tasks' margins
+
+
+def _fit_phases(run, dataset: str, steps: int = TASK_STEPS) -> dict:
+    """Phase 1 + phase 2 of configs/<dataset> through the CLI, tiny: for the tasks' end-to-end tests."""
+    from dsls.cli import main
+
+    common = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              "--trainer.accelerator=cpu", "--trainer.num_sanity_val_steps=0", f"--trainer.max_steps={steps}",
+              f"--run_dir={run}"]
+    main(["fit", "--config", f"configs/{dataset}/reconstruction.yaml", *common])
+    ae = run / "reconstruction" / "checkpoints" / "last.ckpt"
+    main(["fit", "--config", f"configs/{dataset}/adversarial.yaml", f"--model.autoencoder_ckpt={ae}", *common])
+    return {"run": run, "ae": str(ae), "adv": str(run / "adversarial" / "checkpoints" / "last.ckpt")}
+
+
+@pytest.fixture(scope="session")
+def fit_phases():
+    return _fit_phases
+
+
+@pytest.fixture(scope="session")
+def digits_tiny(tmp_path_factory) -> dict:
+    """A tiny digits run (phases 1 and 2, TASK_STEPS each), shared by the inverse-problem and interpolation tests."""
+    return _fit_phases(tmp_path_factory.mktemp("digits") / "run", "digits")

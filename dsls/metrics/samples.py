@@ -27,6 +27,17 @@ def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
     return None
 
 
+def metric_options(datamodule: Optional[dict], data_dir: Optional[str], fidelity, split: str,
+                   feature_extractor_weights_path: Optional[str]) -> dict:
+    """The options sample_metrics takes, from a search's settings: the data module the model was trained with
+    (data_dir replaces its folder when given), the fidelity metrics, the reference split and the Inception file."""
+    data = dict(datamodule or {})
+    if data_dir:
+        data["data_dir"] = data_dir
+    return {"datamodule": data, "fidelity": list(fidelity or []), "split": split,
+            "feature_extractor_weights_path": feature_extractor_weights_path}
+
+
 def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional[dict] = None) -> dict:
     """The data set's metrics of samples x (data space): see LatentSearchModule's docstring."""
     options = options or {}

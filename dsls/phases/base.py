@@ -98,6 +98,17 @@ def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[
     return ckpt
 
 
+def frozen_from_checkpoint(cls: type, ck: dict, **init_overrides) -> "PhaseModule":
+    """A phase module rebuilt from its loaded checkpoint `ck` (hyper-parameters and weights), frozen for inference.
+    init_overrides: e.g. autoencoder_ckpt=None, as the saved `autoencoder` hyper-parameters stand in for it."""
+    hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
+    model = cls(**{**hp, **init_overrides})
+    model.load_state_dict(ck["state_dict"])
+    model.dataset_name = ck.get("dsls_dataset") or model.dataset_name
+    model.datamodule_hparams = ck.get("datamodule_hyper_parameters")  # to find the real data for reference metrics
+    return model.eval().requires_grad_(False)
+
+
 class PhaseModule(L.LightningModule):
     """Tags checkpoints with the phase and the data set they were trained on."""
 
@@ -161,7 +172,9 @@ class LatentPhase(PhaseModule):
     travels in the checkpoint) and the σ sampling, so D and the classifier see noise the same way.
     Subclasses call `_init_latent` in __init__, give their `latent_net` and may override `autoencoder_frozen`."""
 
-    autoencoder_sources: tuple[str, ...] = ("reconstruction",)  # the phases whose checkpoint can give the autoencoder
+    autoencoder_sources: tuple[str, ...] = ("reconstruction",)
+    # the σ ladder's defaults, one place for D and the classifier (their __init__ signatures use them)
+    SIGMA_MIN, NUM_LEVELS, SIGMA_SAMPLING = 0.03, 10, "lowbiased"  # the phases whose checkpoint can give the autoencoder
 
     def _init_latent(self, autoencoder_ckpt: Optional[str], autoencoder: Optional[dict],
                      sigma_max: Optional[float]) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from dsls.losses import noisy_cross_entropy
 from dsls.nets import NoiseConditionalDiscriminator
-from dsls.phases.base import LatentPhase, init_args, load_phase_checkpoint, warmup_cosine
+from dsls.phases.base import LatentPhase, frozen_from_checkpoint, init_args, load_phase_checkpoint, warmup_cosine
 
 
 class LatentClassifierModule(LatentPhase):
@@ -24,9 +24,9 @@ class LatentClassifierModule(LatentPhase):
         autoencoder_ckpt: Optional[str] = None,
         num_classes: int = 10,
         sigma_max: Optional[float] = None,
-        sigma_min: float = 0.03,
-        num_levels: int = 10,
-        sigma_sampling: str = "lowbiased",
+        sigma_min: float = LatentPhase.SIGMA_MIN,
+        num_levels: int = LatentPhase.NUM_LEVELS,
+        sigma_sampling: str = LatentPhase.SIGMA_SAMPLING,
         c_hidden: int = 256,
         c_depth: int = 3,
         c_embed_dim: int = 64,
@@ -94,8 +94,4 @@ class LatentClassifierModule(LatentPhase):
 def load_latent_classifier(path: str) -> LatentClassifierModule:
     """A frozen latent classifier from its checkpoint (a wrong phase's fails with the flag to fix)."""
     ck = load_phase_checkpoint(path, "latent_classifier", flag="--model.classifier_ckpt")
-    hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}
-    model = LatentClassifierModule(**{**hp, "autoencoder_ckpt": None})
-    model.load_state_dict(ck["state_dict"])
-    model.dataset_name = ck.get("dsls_dataset") or model.dataset_name
-    return model.eval().requires_grad_(False)
+    return frozen_from_checkpoint(LatentClassifierModule, ck, autoencoder_ckpt=None)

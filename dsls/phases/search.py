@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dsls.phases.base import init_args, load_phase_checkpoint
+from dsls.phases.base import frozen_from_checkpoint, init_args, load_phase_checkpoint
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 from dsls.score import SamplingModel
@@ -207,12 +207,11 @@ class LatentSearchModule(L.LightningModule):
         self.print(format_table(results))
 
     def _metric_options(self) -> dict:
+        from dsls.metrics.samples import metric_options
+
         hp = self.hparams
-        data = dict(self.model.datamodule_hparams or {})
-        if hp.data_dir:
-            data["data_dir"] = hp.data_dir
-        return {"datamodule": data, "fidelity": list(hp.fidelity), "split": hp.fid_reference_split,
-                "feature_extractor_weights_path": hp.feature_extractor_weights_path}
+        return metric_options(self.model.datamodule_hparams, hp.data_dir, hp.fidelity, hp.fid_reference_split,
+                              hp.feature_extractor_weights_path)
 
     def on_predict_epoch_end(self) -> None:
         self._finish()
@@ -227,10 +226,6 @@ def load_sampling_model(ckpt: Optional[str]) -> SamplingModel:
     from dsls.phases.pixel_ncsn import PixelNCSNModule
 
     ck = load_phase_checkpoint(ckpt, ("adversarial", "pixel_ncsn"), flag="--model.ckpt")
-    hp = {k: v for k, v in ck["hyper_parameters"].items() if not k.startswith("_")}  # drop CLI bookkeeping
-    model = (PixelNCSNModule(**hp) if ck["dsls_phase"] == "pixel_ncsn"
-             else AdversarialModule(**{**hp, "autoencoder_ckpt": None}))
-    model.load_state_dict(ck["state_dict"])
-    model.dataset_name = ck.get("dsls_dataset") or model.dataset_name
-    model.datamodule_hparams = ck.get("datamodule_hyper_parameters")  # to find the real data for reference metrics
-    return model.eval().requires_grad_(False)
+    if ck["dsls_phase"] == "pixel_ncsn":
+        return frozen_from_checkpoint(PixelNCSNModule, ck)
+    return frozen_from_checkpoint(AdversarialModule, ck, autoencoder_ckpt=None)

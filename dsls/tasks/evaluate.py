@@ -131,13 +131,11 @@ def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), l
              likelihood_n: int = 500) -> dict:
     """Run the checkpoint's search into out_dir (default <run>/eval-<time>). likelihood: also write likelihood.json;
     the search is then skipped when out_dir already holds every sampler's samples from the same search."""
-    hp, trainer_kw = resolve(ckpt, list(overrides))
+    hp, trainer_kw, device = resolve_task(ckpt, out_dir, overrides)
     if likelihood:  # before any sampling: a pixel-space model has no latents to rate
         from dsls.phases.base import load_phase_checkpoint
 
         load_phase_checkpoint(hp["ckpt"], "adversarial", flag="--ckpt")
-    hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
-                                            f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
     names = sampler_names(hp)
     have = all(os.path.isfile(os.path.join(hp["out_dir"], f"samples-{n}.npz")) for n in names)
     out = {"out_dir": hp["out_dir"], "results": None}
@@ -149,10 +147,19 @@ def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), l
     if likelihood:
         from dsls.tasks.likelihood import evaluate_likelihood
 
-        device = "cpu" if trainer_kw.get("accelerator") == "cpu" else None
         out["likelihood"] = evaluate_likelihood(hp, hp["out_dir"], names, n=likelihood_n,
                                                 batch_size=min(likelihood_n, 500), device=device)
     return out
+
+
+def resolve_task(ckpt: str, out_dir: str | None, overrides) -> tuple[dict, dict, str]:
+    """(search settings with out_dir set, Trainer arguments, device) of a task on a checkpoint. out_dir defaults to
+    <run>/eval-<time>; the device is the CPU when asked (--trainer.accelerator=cpu) or when there is no GPU."""
+    hp, trainer_kw = resolve(ckpt, list(overrides))
+    hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
+                                            f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    device = "cpu" if trainer_kw.get("accelerator") == "cpu" or not torch.cuda.is_available() else "cuda"
+    return hp, trainer_kw, device
 
 
 TASKS = ("generate", "inpaint", "colorize", "interpolate", "likelihood")
@@ -163,17 +170,15 @@ TASK_OPTIONS = {"generate": {"classifier_ckpt", "labels", "scale"},  # what each
 
 def _task_model(hp: dict, device):
     """The frozen phase-2 model, its ladder with the search's overrides, and the metric options of its data."""
+    from dsls.metrics.samples import metric_options
     from dsls.tasks.heldout import datamodule_hparams, load_latent_model
 
     model = load_latent_model(hp["ckpt"]).to(device)
     ladder = model.ladder.with_overrides(hp.get("sigma_max"), hp.get("sigma_min"), hp.get("num_levels"))
-    data = dict(datamodule_hparams(model))
-    if hp.get("data_dir"):
-        data["data_dir"] = hp["data_dir"]
     default = {k: p.default for k, p in inspect.signature(_search_module()).parameters.items()}
     get = lambda k: hp[k] if k in hp else default[k]  # noqa: E731
-    options = {"datamodule": data, "fidelity": list(get("fidelity") or []), "split": get("fid_reference_split"),
-               "feature_extractor_weights_path": get("feature_extractor_weights_path")}
+    options = metric_options(datamodule_hparams(model), hp.get("data_dir"), get("fidelity"),
+                             get("fid_reference_split"), get("feature_extractor_weights_path"))
     return model, ladder, options
 
 
@@ -199,10 +204,7 @@ def run_task(task: str, ckpt: str, out_dir: str | None = None, overrides: list[s
     if task in ("generate", "likelihood"):
         return evaluate(ckpt, out_dir, overrides, likelihood=task == "likelihood",
                         **({"likelihood_n": given["likelihood_n"]} if "likelihood_n" in given else {}))
-    hp, trainer_kw = resolve(ckpt, list(overrides))
-    hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
-                                            f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    device = "cpu" if trainer_kw.get("accelerator") == "cpu" or not torch.cuda.is_available() else "cuda"
+    hp, _, device = resolve_task(ckpt, out_dir, overrides)
     model, ladder, metric_options = _task_model(hp, device)
     seed = int(hp.get("seed") or 0)
     if task == "interpolate":
