@@ -10,6 +10,18 @@ ARGS   ?=
 override CKPT := $(value CKPT)
 override DATASET := $(value DATASET)
 export CKPT DATASET
+# The torch build. TORCH=cuda: PyPI's default, which on Linux brings 3.2 GB of CUDA libraries (a 5.9 GB .venv).
+# TORCH=cpu: the newest CPU builds (+cpu) of torch and torchvision at TORCH_CPU_INDEX (a ~1.5 GB .venv). Unset: cuda
+# where an NVIDIA GPU shows (/dev/nvidia0, or nvidia-smi lists one), else cpu, or PyPI's default where that index has
+# no +cpu pair (PyPI's torchvision needs the CUDA torch). A torch already in .venv stays: rm -rf .venv to switch.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ifndef TORCH  # found once per make (not at each use of the variable)
+TORCH := $(if $(wildcard /dev/nvidia0),cuda,$(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu))
+endif
+export TORCH_CPU_INDEX
+# The newest +cpu version of package $(1) at TORCH_CPU_INDEX, or nothing (pip lists the newest first).
+cpu_build = $(PY) -m pip index versions $(1) --retries 1 --timeout 15 --index-url "$$TORCH_CPU_INDEX" 2>/dev/null \
+	| sed -n 's/^Available versions: //p' | tr ', ' '\n\n' | grep -m1 '+cpu$$'
 # Busy-waiting OpenMP threads slow torch ~10x on a machine whose cores are busy; must be set before torch loads.
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
@@ -21,15 +33,26 @@ help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
+	@$(if $(filter-out cpu cuda,$(TORCH)),echo "error: TORCH must be cpu or cuda (unset: cuda with an NVIDIA GPU and cpu without)"; exit 2)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed; install the venv module (e.g. apt-get install python3-venv) or set PYTHON=..."; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if [ $(TORCH) = cpu ] && ! $(PY) -m pip show --quiet torch >/dev/null 2>&1; then \
+	  torch=$$($(call cpu_build,torch)); vision=$$($(call cpu_build,torchvision)); \
+	  if [ -n "$$torch" ] && [ -n "$$vision" ]; then \
+	    echo "torch: the CPU build, torch $$torch and torchvision $$vision from $$TORCH_CPU_INDEX"; \
+	    $(PY) -m pip install --quiet --extra-index-url "$$TORCH_CPU_INDEX" "torch==$$torch" "torchvision==$$vision" -e '.[dev]' \
+	      && exit 0; \
+	  fi; \
+	  $(if $(filter file,$(origin TORCH)),echo "torch: no CPU torch with a matching torchvision at $$TORCH_CPU_INDEX; PyPI's default instead", \
+	    echo "error: no CPU torch with a matching torchvision at $$TORCH_CPU_INDEX; set TORCH_CPU_INDEX or TORCH=cuda"; exit 1); \
+	fi; \
+	$(PY) -m pip install --quiet -e '.[dev]' || { echo "error: pip could not install dsls and its dependencies (see above)"; exit 1; }
 	@touch $@
 
-install: $(STAMP)  ## create .venv and install dsls with its dev extra (skipped when up to date)
+install: $(STAMP)  ## create .venv with dsls and its dev extra; TORCH=cpu|cuda picks torch (default: cpu without a GPU)
 
 demo: $(STAMP)  ## toy grid25: train AE, train D, search; prints the table and writes runs/toy/<time>/samples.png
-	$(PY) experiments/run_pipeline.py --config-dir configs/toy $(ARGS)
+	$(PY) experiments/run_pipeline.py --config-dir configs/toy --profile demo $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (CPU, offline, a few minutes)
 	$(PY) -m pytest -q $(ARGS)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from dsls.pipeline import ALL_PHASES, deep_merge, join_values, parse_overrides, phase_args, run_pipeline
+from dsls.pipeline import ALL_PHASES, PHASES, deep_merge, join_values, parse_overrides, phase_args, run_pipeline
 
 FIT_PHASES = [p for p in ALL_PHASES if p[1] == "fit" and p[0] != "latent_classifier"]  # what the ablation compares
 METRIC_COLUMNS = ["modes", "hq_fraction", "rev_kl",  # toy
@@ -151,3 +151,22 @@ def format_ablation(rows: list[dict], dataset: str) -> str:
               for r in rows]
     errors = [f"- {r['row']}: {r['error']}" for r in rows if "error" in r]
     return "\n".join(lines + ([""] + errors if errors else []))
+
+
+def run_variant(config_dir: str, args: list[str], run: str, trained: dict[str, str]) -> dict:
+    """The pipeline of one study variant into `run`, reusing fit phases that an earlier variant trained with the same
+    arguments (a symlink to its phase folder; `trained` maps those arguments to the folders, and grows)."""
+    import hashlib
+
+    configs = {ph: yaml.safe_load(Path(config_dir, f"{ph}.yaml").read_text()) for ph, _ in PHASES}
+    routed = []
+    for ph, sub in PHASES:
+        if sub != "fit":
+            continue
+        routed += phase_args(ph, configs[ph], args)  # a phase depends on its own and the earlier phases' arguments
+        key, dst = hashlib.sha1(" ".join(routed).encode()).hexdigest()[:10], os.path.join(run, ph)
+        if key in trained and not os.path.exists(dst):
+            os.makedirs(run, exist_ok=True)
+            os.symlink(os.path.abspath(trained[key]), dst)
+        trained.setdefault(key, dst)
+    return run_pipeline(config_dir, args, run_dir=run, resume=True)

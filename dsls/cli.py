@@ -20,9 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
+import dsls.quiet  # noqa: F401  (silences the known messages that say nothing about the run)
+from dsls.callbacks.progress import StepProgressBar
 from dsls.data.images import CorruptDataError, MissingDataError
 from dsls.metrics.fidelity import MissingWeightsError
 from dsls.phases.base import ConfigError, PhaseCheckpointError, load_phase_checkpoint
@@ -39,7 +43,7 @@ class RunConfigCallback(SaveConfigCallback):
         """A config.yaml already there (a resumed or repeated run) is kept as config-<n>.yaml when it differs."""
         os.makedirs(trainer.default_root_dir, exist_ok=True)
         path = os.path.join(trainer.default_root_dir, self.config_filename)
-        new = self.parser.dump(self.config, skip_none=False)
+        new = self.parser.dump(self.config, skip_unset=False)  # (skip_none's name since jsonargparse 4.49)
         if os.path.isfile(path) and Path(path).read_text() != new:
             stem, ext = os.path.splitext(path)
             k = next(k for k in range(1, 10_000) if not os.path.exists(f"{stem}-{k}{ext}"))
@@ -58,6 +62,20 @@ def wandb_offline() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is None
     except (FileNotFoundError, netrc.NetrcParseError):
         return True
+
+
+class PhaseWandbLogger(WandbLogger):
+    """dsls's default logger, W&B's run of one phase: named <run>-<phase>, in the group <run> (the run folder's name)
+    with job_type <phase>, written to <run_dir>/wandb/ (offline-run-*). DSLSCLI finishes it when the phase ends."""
+
+    def __init__(self, run_dir: str, phase: str, offline: bool):
+        import wandb
+
+        run = Path(run_dir).name
+        os.makedirs(run_dir, exist_ok=True)  # W&B looks for a git repo there: a missing folder is a warning
+        super().__init__(project="dsls", save_dir=run_dir, offline=offline, name=f"{run}-{phase}", group=run,
+                         job_type=phase, settings=wandb.Settings(quiet=offline))  # offline: no banner, its folder only
+        self._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
 
 
 def _dataset_of(cfg) -> str:
@@ -106,6 +124,11 @@ class DSLSCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.every_n_train_steps": 500})
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """As Lightning's, without its warning when `args` are given while sys.argv has arguments: the pipeline calls
+        main(args) for each phase, and sys.argv is then its own command line, not this phase's."""
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+
     def _parse_ckpt_path(self) -> None:
         """Lightning rebuilds the model named in the --ckpt_path checkpoint: refuse another phase's checkpoint first,
         or `fit --config <phase A> --ckpt_path=<phase B>` would silently train phase B. The search has no weights
@@ -148,11 +171,27 @@ class DSLSCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]
         if cfg.trainer.get("logger") in (None, True):  # default logger: W&B, offline without a key
-            from lightning.pytorch.loggers import WandbLogger
-
-            kwargs["logger"] = WandbLogger(project="dsls", save_dir=cfg.run_dir, offline=wandb_offline(),
-                                           name=f"{Path(cfg.run_dir).name}-{_phase_of(self.config[self.subcommand])}")
+            kwargs["logger"] = PhaseWandbLogger(cfg.run_dir, _phase_of(self.config[self.subcommand]), wandb_offline())
+        callbacks = list(cfg.trainer.get("callbacks") or [])
+        if cfg.trainer.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in callbacks):  # progress toward max_steps, unless a config says
+            kwargs["callbacks"] = [*callbacks, StepProgressBar()]
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Runs the phase, then finishes its W&B run, failed or not: one W&B run per phase. Left open, the next phase
+        of a pipeline (the same process) would log into it ("…will reuse this run")."""
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._finish_wandb(exit_code=1)
+            raise
+        self._finish_wandb(exit_code=0)
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:  # None: nothing was logged
+                logger._experiment.finish(exit_code=exit_code)
 
 
 class ParseOnlyCLI(DSLSCLI):

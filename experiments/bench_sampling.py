@@ -11,6 +11,8 @@ wall(search + decode) / wall(prior + decode), and pixel/latent = pixel wall per 
 """
 from __future__ import annotations
 
+import dsls  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads (dsls/__init__.py)
+
 import argparse
 
 import torch

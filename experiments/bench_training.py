@@ -14,6 +14,8 @@ the script prints the largest difference as a check.
 """
 from __future__ import annotations
 
+import dsls  # noqa: F401  first: sets OMP_WAIT_POLICY before torch loads (dsls/__init__.py)
+
 import argparse
 import logging
 import time

@@ -8,13 +8,10 @@ Writes <out>/variants.md and <out>/variants.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 
-import yaml
-
-from dsls.pipeline import PHASES, phase_args, run_pipeline
+from dsls.ablation import run_variant
 
 BCE = "--adversarial.model.score_matching_weight=0"
 LOGU = "--adversarial.model.sigma_sampling=loguniform"
@@ -42,34 +39,19 @@ VARIANTS = {  # name: (what changes, overrides)
 COMMON = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
-def _key(args: list[str]) -> str:
-    return hashlib.sha1(" ".join(args).encode()).hexdigest()[:10]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", default="configs/toy")
     p.add_argument("--out", default="runs/toy/variants")
     p.add_argument("--only", default="", help="comma-separated variant names")
     a = p.parse_args()
-    cfgs = {ph: yaml.safe_load(open(os.path.join(a.config_dir, f"{ph}.yaml"))) for ph, _ in PHASES}
     table_path = os.path.join(a.out, "variants.json")
     table = json.load(open(table_path)) if os.path.isfile(table_path) else {}
-    done: dict[str, str] = {}  # phase-override key → phase folder, to reuse trained phases
+    trained: dict[str, str] = {}  # phase arguments → phase folder, to reuse trained phases
     names = a.only.split(",") if a.only else list(VARIANTS)
     for name in names:
         desc, extra = VARIANTS[name]
-        args, run = COMMON + extra, os.path.join(a.out, name)
-        acc = []
-        for ph, _ in PHASES[:2]:  # reuse identical phase-1 / phase-2 runs through symlinks
-            acc += phase_args(ph, cfgs[ph], args)
-            key, dst = _key(acc), os.path.join(run, ph)
-            src = done.get(key)
-            if src and not os.path.exists(dst):
-                os.makedirs(run, exist_ok=True)
-                os.symlink(os.path.abspath(src), dst)
-            done.setdefault(key, dst)
-        out = run_pipeline(a.config_dir, args, run_dir=run, resume=True)
+        out = run_variant(a.config_dir, COMMON + extra, os.path.join(a.out, name), trained)
         r = out["results"]["langevin"]
         table[name] = {"change": desc, **{k: r[k] for k in ("modes", "hq_fraction", "rev_kl", "seconds_per_sample")},
                        "none_hq": out["results"]["none"]["hq_fraction"], "seconds": out["seconds"]}

@@ -10,9 +10,10 @@ import torch
 
 from dsls.cli import DSLSCLI, main
 
-CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
 SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "latent_classifier": "fit",
               "search": "predict"}
+CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml")  # phase configs; profiles (cpu.yaml): test_codes_and_refit
+                 if not p.startswith("configs/sweeps/") and os.path.splitext(os.path.basename(p))[0] in SUBCOMMAND)
 LARGE = {"celebahq256", "lsun_church"}  # 256 px: a forward pass takes seconds on a CPU
 
 

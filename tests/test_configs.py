@@ -9,10 +9,12 @@ import yaml
 from dsls.cli import DSLSCLI, main
 from dsls.samplers import SAMPLERS, build_samplers
 
-CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
-SWEEPS = sorted(glob.glob("configs/sweeps/*.yaml"))
 SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "search": "predict",
               "latent_classifier": "fit"}
+ALL = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
+CONFIGS = [p for p in ALL if os.path.splitext(os.path.basename(p))[0] in SUBCOMMAND]
+PROFILES = [p for p in ALL if p not in CONFIGS]  # e.g. configs/mnist/cpu.yaml: per-phase settings (dsls.profiles)
+SWEEPS = sorted(glob.glob("configs/sweeps/*.yaml"))
 REQUIRED = ("reconstruction", "adversarial", "pixel_ncsn", "search")  # latent_classifier: labelled data sets only
 
 
@@ -48,6 +50,29 @@ def test_config_parses_with_the_cli(path, parse_only, tmp_path):
         samplers = {name: None if s is None else dict(s) for name, s in vars(cfg.model.init_args.samplers).items()}
         chosen = build_samplers(samplers)
         assert set(chosen) <= set(SAMPLERS) and {"none", "langevin"} <= set(chosen), chosen
+
+
+@pytest.mark.parametrize("path", PROFILES)
+def test_profile_settings_parse_with_each_phase(path, parse_only, tmp_path):
+    """A profile's settings, routed as the pipeline's --profile routes them, are accepted by each phase's parser and
+    land in its config."""
+    from dsls.pipeline import phase_args
+    from dsls.profiles import profile_overrides
+
+    folder, name = os.path.dirname(path), os.path.splitext(os.path.basename(path))[0]
+    spec = yaml.safe_load(open(path))
+    assert spec and set(spec) <= set(SUBCOMMAND), spec
+    for phase in spec:
+        base = f"{folder}/{phase}.yaml"
+        routed = phase_args(phase, yaml.safe_load(open(base)), profile_overrides(folder, name, [phase]))
+        assert routed, phase
+        cfg = parse_only([SUBCOMMAND[phase], "--config", base, *routed, f"--run_dir={tmp_path}"])
+        for key, value in (arg[2:].split("=", 1) for arg in routed):
+            got = cfg
+            for part in key.split("."):
+                got = got.init_args if part not in got and "init_args" in got else got
+                got = got[part]
+            assert got == yaml.safe_load(value), (phase, key, got, value)
 
 
 def sweep_value(spec: dict):

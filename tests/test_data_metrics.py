@@ -109,6 +109,20 @@ def test_toy2d_swissroll_extent():
     assert 3.5 < r.max() < 4.5 and 1.0 < r.min() < 1.6  # radii from 4/3 to 4, plus noise
 
 
+def test_swissroll_metrics_tell_the_roll_from_a_blob_and_one_arc():
+    from dsls.data.toy2d import sample_toy2d
+    from dsls.metrics.toy import SWISSROLL_SEGMENTS
+
+    roll = sample_toy2d("swissroll", 4000, np.random.default_rng(0))
+    exact = toy_metrics(roll, "swissroll")
+    assert exact["hq_fraction"] > 0.99 and exact["modes"] == SWISSROLL_SEGMENTS and exact["rev_kl"] < 0.01
+    blob = toy_metrics(2 * np.random.default_rng(1).standard_normal((4000, 2)), "swissroll")
+    assert blob["hq_fraction"] < 0.2
+    inner = roll[np.linalg.norm(roll, axis=1) < 2.0]  # the innermost turn only (radius 1.33 to 2)
+    one_end = toy_metrics(inner, "swissroll")
+    assert one_end["hq_fraction"] > 0.99 and one_end["modes"] < SWISSROLL_SEGMENTS / 2 and one_end["rev_kl"] > 1.0
+
+
 def test_toy2d_unknown_name():
     with pytest.raises(ValueError, match="swissroll"):
         Toy2DDataModule(name="moons")

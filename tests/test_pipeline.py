@@ -43,6 +43,21 @@ def test_search_beats_prior_sampling(toy_run):
 
 
 @pytest.mark.slow
+def test_joint_mode_with_refit_searches_better_than_its_prior_samples(toy_run, tmp_path):
+    """Joint (AAE) phase 2 on the same phase 1 (copied, so --resume skips it): E, G train against D, then D refits on
+    the frozen codes; the search must still beat the plain AAE sample."""
+    run = tmp_path / "joint"
+    run.mkdir()
+    shutil.copytree(os.path.join(toy_run["run_dir"], "reconstruction"), run / "reconstruction")
+    out = run_pipeline("configs/toy", [*SMALL, "--adversarial.model.mode=joint"], run_dir=str(run), resume=True)
+    assert set(out["seconds"]) == {"adversarial", "search"}  # phase 1 reused
+    res = out["results"]
+    print(json.dumps(res, indent=1))
+    assert res["langevin"]["hq_fraction"] > res["none"]["hq_fraction"] + 0.3
+    assert res["langevin"]["modes"] >= res["none"]["modes"]
+
+
+@pytest.mark.slow
 def test_run_folder_contract(toy_run):
     run = toy_run["run_dir"]
     for phase in ("reconstruction", "adversarial"):

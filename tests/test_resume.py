@@ -31,7 +31,7 @@ class SaveAndStop(L.Callback):
         self.step, self.path, self.done = step, path, False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step and not self.done:  # joint mode counts 2 optimizer steps a batch
+        if trainer.global_step >= self.step and not self.done:
             trainer.save_checkpoint(self.path)
             trainer.should_stop, self.done = True, True
 
@@ -65,15 +65,18 @@ def test_resume_reconstruction(tmp_path, stop_at):
     assert_same(*fit_both_ways(lambda: ReconstructionModule(latent_dim=2, hidden=32, depth=2), tmp_path, stop_at))
 
 
-@pytest.mark.parametrize("mode", ["posthoc", "joint"])
-def test_resume_adversarial_mid_epoch(tmp_path, mode):
+@pytest.mark.parametrize("mode, refit_from", [("posthoc", "joint"), ("joint", "joint"), ("joint", "scratch")])
+def test_resume_adversarial_mid_epoch(tmp_path, mode, refit_from):
+    """joint: stopped at step 11, inside the D refit (the last half of 20 steps), which resumes with the same cached
+    codes and, from scratch, without a second fresh start."""
     L.seed_everything(0)
     t = trainer(max_steps=5)
     t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=data())
     ae = tmp_path / "ae.ckpt"
     t.save_checkpoint(ae)
+    refit = {"refit_from": refit_from} if mode == "joint" else {}
     make = lambda: AdversarialModule(autoencoder_ckpt=str(ae), mode=mode, d_hidden=16, d_depth=2,  # noqa: E731
-                                     score_matching_weight=1.0)
+                                     score_matching_weight=1.0, **refit)
     assert_same(*fit_both_ways(make, tmp_path, stop_at=11))
 
 

@@ -1,12 +1,17 @@
-"""Sample figures during training: saved as PNGs in <phase dir>/figures/ and sent to W&B when it is the logger."""
+"""Figures of a training phase, as PNGs in its folder and to the logger when it takes images (WandbLogger):
+at each validation <phase dir>/figures/step-*.png; at the end of training, phase 1's reconstruction pairs
+(reconstructions.png) and phase 2's accuracy of D per σ level (sigma_accuracy.png, numbers in sigma_accuracy.json)."""
 from __future__ import annotations
 
+import json
+import math
 import os
+from typing import Optional
 
 import lightning as L
 import torch
 
-from dsls.callbacks.plots import save_search_figure
+from dsls.callbacks.plots import save_reconstructions, save_search_figure, save_sigma_accuracy
 from dsls.phases.reconstruction import unpack
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 
@@ -14,12 +19,14 @@ from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 class SampleFigures(L.Callback):
     """Phase 1: data | reconstructions. Phase 2: one panel per sampler with the current D; by default the prior
     decode and a short Langevin search (T = 3). The start noise is fixed by `seed`, so figures from successive
-    validations show the same samples moving."""
+    validations show the same samples moving. At the end of training: see the module docstring; the per-σ accuracy
+    reads up to `accuracy_codes` validation codes, noised with `seed`."""
 
     QUICK = {"none": {}, "langevin": {"steps_per_level": 3}}  # when none are named: cheap enough for every validation
 
-    def __init__(self, num: int = 64, samplers: SamplerSettings = SamplerSettings(), seed: int = 0):
-        self.num, self.seed = num, seed
+    def __init__(self, num: int = 64, samplers: SamplerSettings = SamplerSettings(), seed: int = 0,
+                 accuracy_codes: int = 2048):
+        self.num, self.seed, self.accuracy_codes = num, seed, accuracy_codes
         # an unknown name or setting fails here, not at the first figure
         self.samplers = build_samplers(samplers, default=self.QUICK)
 
@@ -35,14 +42,82 @@ class SampleFigures(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None:
             return
         if pl_module.phase == "reconstruction":
-            ae = pl_module.autoencoder
-            x = unpack(next(iter(trainer.datamodule.val_dataloader())))[: self.num].to(pl_module.device)
-            panels = {"data": x, "reconstruction": ae.decode(ae.encode(x, sample=False))}
+            x, r = self._reconstructions(trainer, pl_module)
+            panels = {"data": x, "reconstruction": r}
         else:
             panels = self._search_panels(pl_module)
         path = os.path.join(trainer.default_root_dir, "figures", f"step-{trainer.global_step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         ref = None if pl_module.phase == "reconstruction" else getattr(pl_module, "dataset_name", None)  # data shown
         save_search_figure(path, {k: v.float().cpu().numpy() for k, v in panels.items()}, {}, ref)
-        if hasattr(trainer.logger, "log_image"):  # WandbLogger
-            trainer.logger.log_image(key=f"{pl_module.phase}/samples", images=[path], step=trainer.global_step)
+        _log_image(trainer, f"{pl_module.phase}/samples", path)
+
+    # -- the end of training -------------------------------------------------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.datamodule is None:
+            return
+        was_training = pl_module.training
+        pl_module.eval()  # measuring: a training autoencoder would move its running code statistics
+        try:
+            with torch.no_grad():
+                if pl_module.phase == "reconstruction":
+                    self._save_reconstructions(trainer, pl_module)
+                elif getattr(pl_module, "discriminator", None) is not None:
+                    self._save_sigma_accuracy(trainer, pl_module)
+        finally:
+            pl_module.train(was_training)
+
+    def _reconstructions(self, trainer: L.Trainer, pl_module: L.LightningModule, n: Optional[int] = None):
+        ae = pl_module.autoencoder
+        x = unpack(next(iter(trainer.datamodule.val_dataloader())))[: n or self.num].to(pl_module.device)
+        return x, ae.decode(ae.encode(x, sample=False))
+
+    def _save_reconstructions(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        x, r = self._reconstructions(trainer, pl_module, n=500 if len(pl_module.autoencoder.data_shape) == 1 else 50)
+        path = _phase_file(trainer, "reconstructions.png")
+        save_reconstructions(path, x.float().cpu().numpy(), r.float().cpu().numpy(),
+                             f"data → reconstruction, step {trainer.global_step}")
+        _log_image(trainer, "reconstruction/pairs", path)
+
+    def _save_sigma_accuracy(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sigmas, acc_q, acc_p, n = sigma_accuracy(pl_module, trainer.datamodule.val_dataloader(), self.accuracy_codes,
+                                                 self.seed)
+        path = _phase_file(trainer, "sigma_accuracy.png")
+        with open(os.path.splitext(path)[0] + ".json", "w") as f:
+            json.dump({"step": trainer.global_step, "num_codes": n, "sigmas": sigmas, "acc_q": acc_q, "acc_p": acc_p},
+                      f, indent=2)
+        save_sigma_accuracy(path, sigmas, acc_q, acc_p, f"accuracy of D per σ level, step {trainer.global_step} "
+                                                        f"({n} validation codes)")
+        _log_image(trainer, "adversarial/sigma_accuracy", path)
+
+
+@torch.no_grad()
+def sigma_accuracy(pl_module, loader, max_codes: int = 2048, seed: int = 0):
+    """(σ's of the ladder, accuracy on q, accuracy on p, number of codes) as plain lists: q = codes E(x) + σε of the
+    loader's first max_codes examples (D right when logit > 0), p = N(0, (1 + σ²)I) draws (right when < 0). The noise
+    comes from its own generator: the training RNG stream is left alone."""
+    codes = []
+    for batch in loader:
+        codes.append(pl_module.autoencoder.encode(unpack(batch).to(pl_module.device), sample=False).float())
+        if sum(len(c) for c in codes) >= max_codes:
+            break
+    z = torch.cat(codes)[:max_codes]
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = pl_module.ladder.sigmas.tolist()
+    acc_q, acc_p = [], []
+    for sigma in sigmas:
+        s = torch.full((len(z),), sigma, device=z.device)
+        eq, ep = (torch.randn(z.shape, generator=gen).to(z.device) for _ in range(2))
+        acc_q.append(float((pl_module.discriminator(z + sigma * eq, s) > 0).float().mean()))
+        acc_p.append(float((pl_module.discriminator(ep * math.sqrt(1 + sigma**2), s) < 0).float().mean()))
+    return sigmas, acc_q, acc_p, int(len(z))
+
+
+def _phase_file(trainer: L.Trainer, name: str) -> str:
+    os.makedirs(trainer.default_root_dir, exist_ok=True)  # a run without logger or checkpoints has not made it
+    return os.path.join(trainer.default_root_dir, name)
+
+
+def _log_image(trainer: L.Trainer, key: str, path: str) -> None:
+    if hasattr(trainer.logger, "log_image"):  # WandbLogger
+        trainer.logger.log_image(key=key, images=[path], step=trainer.global_step)

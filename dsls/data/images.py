@@ -134,6 +134,16 @@ class ImageDataModule(L.LightningDataModule):
         pin = hp.pin_memory and torch.cuda.is_available()
         return make_loader(ds, hp.batch_size, train, hp.seed, hp.num_workers, pin)
 
+    def train_views(self) -> list[Dataset]:
+        """The training set once per augmented view, without randomness: as it is, and mirrored when the train
+        transform flips at random. A frozen encoder's code cache (phase 2) holds the codes of each view."""
+        steps = self.train_set.transform.transforms
+        plain = [t for t in steps if not isinstance(t, T.RandomHorizontalFlip)]
+        views = [plain] + ([[T.RandomHorizontalFlip(p=1.0) if isinstance(t, T.RandomHorizontalFlip) else t
+                             for t in steps]] if len(plain) < len(steps) else [])
+        ts = self.train_set
+        return [TransformedSubset(ts.dataset, ts.indices, T.Compose(v)) for v in views]
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
 

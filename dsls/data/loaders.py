@@ -9,6 +9,8 @@ one that never stopped:
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -69,11 +71,42 @@ class ResumableLoader(DataLoader):
         self._resume = dict(state)  # applied by the next __iter__, if it iterates that epoch
 
 
+class CodeRows(Dataset):
+    """The rows of a tensor (cached codes) as a data set, fetched a batch at a time: DataLoader calls __getitems__ with
+    the batch's indices, and `collate` passes the gathered rows on as they are (row-by-row fetching and stacking costs
+    more than the small D step it feeds)."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.rows[i]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return self.rows[torch.as_tensor(indices)]
+
+    @staticmethod
+    def collate(rows: torch.Tensor) -> torch.Tensor:
+        return rows
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's or a job scheduler's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def make_loader(ds: Dataset, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """train: epoch-seeded shuffle, drop the last partial batch, resumable mid-epoch; eval: in order, every sample."""
+    """train: epoch-seeded shuffle, drop the last partial batch, resumable mid-epoch; eval: in order, every sample.
+    num_workers is capped by the CPUs present: more worker processes than cores only compete (and torch warns)."""
+    num_workers = min(num_workers, usable_cpus())
     kwargs = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
                   persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+    if isinstance(ds, CodeRows):  # rows of a tensor in memory: worker processes would only add a copy per batch
+        kwargs.update(collate_fn=CodeRows.collate, num_workers=0, persistent_workers=False)
     if train:
         if len(ds) < batch_size:  # drop_last would leave no batch: fit would stop at once and exit 0
             from dsls.phases.base import ConfigError

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsls.callbacks.progress import progress
 from dsls.data.digits import DigitsDataModule
 from dsls.data.mnist import MNISTDataModule
 from dsls.metrics.fidelity import fidelity_metrics, register_module_extractor
@@ -177,7 +178,8 @@ def train_classifier(dataset_name: str, data_dir: str = "data", epochs: int | No
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     model.train()
-    with torch.inference_mode(False), torch.enable_grad():  # callers may be inside Trainer.predict/test
+    bar = progress(desc=f"{dataset_name} classifier (once, then cached)", total=epochs * steps_per_epoch, unit="step")
+    with bar, torch.inference_mode(False), torch.enable_grad():  # callers may be inside Trainer.predict/test
         for _ in range(epochs):
             perm = torch.randperm(len(x), generator=g)
             for i in range(steps_per_epoch):
@@ -187,6 +189,7 @@ def train_classifier(dataset_name: str, data_dir: str = "data", epochs: int | No
                 loss.backward()
                 opt.step()
                 sched.step()
+                bar.update()
     xh, yh = splits["heldout"]
     acc = (_predict(model, xh)[1].argmax(1) == yh).float().mean().item()
     return model.eval(), acc

@@ -24,6 +24,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from dsls.callbacks.progress import progress
+
 INCEPTION = "inception-v3-compat"
 DEFAULT_CACHE_ROOT = os.path.join("~", ".cache", "dsls", "fidelity")  # or $DSLS_CACHE/fidelity when that is set
 # torch-fidelity's key → ours (results.json / logged names).
@@ -51,18 +53,31 @@ def to_uint8(x) -> torch.Tensor:
 
 class Uint8Images(Dataset):
     """uint8 (3, H, W) images for torch-fidelity, from a tensor/array of samples or from one of our data sets
-    (items ``(x, y)`` or ``x``, x float (C, H, W) in [-1, 1]); every image goes through `to_uint8`."""
+    (items ``(x, y)`` or ``x``, x float (C, H, W) in [-1, 1]); every image goes through `to_uint8`.
+    desc: a progress bar of one pass over the images (torch-fidelity reads them in this process: save_cpu_ram),
+    so it shows only when features are extracted, not when they come from the cache."""
 
-    def __init__(self, data):
+    def __init__(self, data, desc: str | None = None):
         if isinstance(data, (torch.Tensor, np.ndarray)):
             self.images, self.dataset = to_uint8(data).cpu(), None  # converted once, all at once
         else:
             self.images, self.dataset = None, data
+        self.desc, self.bar = desc, None
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.dataset)
 
+    def _tick(self) -> None:
+        if self.bar is None:
+            self.bar = progress(desc=self.desc, total=len(self), unit="img")
+        self.bar.update()
+        if self.bar.n >= len(self):
+            self.bar.close()
+            self.bar = None
+
     def __getitem__(self, i: int) -> torch.Tensor:
+        if self.desc is not None:
+            self._tick()
         if self.images is not None:
             return self.images[i]
         item = self.dataset[i]
@@ -243,7 +258,9 @@ def fidelity_metrics(samples, reference: Dataset | None, reference_name: str, *,
     binary = any(m in _BINARY for m in metrics)
     if binary and reference is None:
         raise ValueError(f"metrics {list(metrics)} compare with a reference: pass the reference data set")
-    x, ref = Uint8Images(samples), Uint8Images(reference) if binary else None
+    x = Uint8Images(samples, desc=f"{feature_extractor} features of the samples")
+    ref = Uint8Images(reference, desc=f"{feature_extractor} features of {reference_name} (once, then cached)") \
+        if binary else None
     kw = dict(input1=x, input2=ref, cuda=torch.cuda.is_available() if cuda is None else cuda, batch_size=batch_size,
               feature_extractor=feature_extractor, verbose=verbose, save_cpu_ram=True,  # no loader worker processes
               cache=True, cache_root=os.path.expanduser(cache_root or _default_cache_root()), **{m: True for m in metrics})

@@ -13,10 +13,10 @@ NO_OFFLINE_METRIC = ("tinted_digits",)  # RGB digits: the digit classifier is gr
 def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
     """Which metrics a data set gets: 'toy', 'classifier' (digits, MNIST at 28 px), 'fidelity' (other images,
     Inception) or None (options['fidelity'] = [] skips the image metrics)."""
-    from dsls.metrics.toy import MIXTURES
+    from dsls.data.toy2d import NAMES
 
     data = options.get("datamodule") or {}
-    if dataset_name in MIXTURES:
+    if dataset_name in NAMES:
         return "toy"
     if not options.get("fidelity") or dataset_name in NO_OFFLINE_METRIC:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from typing import Optional
 
 import lightning as L
@@ -230,18 +231,51 @@ class LatentPhase(PhaseModule):
             raise ConfigError(f"the data is {list(shape)} but the autoencoder was trained on "
                               f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
 
+    caches_codes = False  # a subclass that trains on codes alone may set it: see on_fit_start
+    batches_are_codes = False  # set when on_fit_start has made the train loader yield cached codes
+
     @torch.no_grad()
-    def on_fit_start(self) -> None:
-        if self.trainer.ckpt_path is not None:
-            return  # resumed: σ_max and the code statistics come from the checkpoint
-        if self.trainer.datamodule is None:
-            raise ValueError(f"{type(self).__name__} reads code statistics from the datamodule: fit with datamodule=…")
+    def encode_train_views(self) -> torch.Tensor:
+        """The frozen encoder's code of every training example under every augmented view the data module names
+        (`train_views()`: the plain set, plus its mirror image when it flips at random), on the CPU. Under DDP every
+        rank encodes the whole set. A data module without train_views gives its train_set as the one view."""
+        from dsls.data.loaders import make_loader
         from dsls.phases.reconstruction import unpack
 
+        dm, t0 = self.trainer.datamodule, time.perf_counter()
+        views = dm.train_views() if hasattr(dm, "train_views") else [dm.train_set]  # no augmentation to unroll
+        batch, workers = 2 * dm.hparams.get("batch_size", 128), dm.hparams.get("num_workers", 0)  # fits where it trains
         was_training = self.autoencoder.training
         self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
-        codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device)) for b, _ in
-                           zip(self.trainer.datamodule.train_dataloader(), range(8))])[:2048]
+        codes = torch.cat([self.autoencoder.encode(unpack(b).to(self.device), sample=False).cpu() for view in views
+                           for b in make_loader(view, batch, False, num_workers=workers)])
+        self.autoencoder.train(was_training)
+        self.print(f"cached {len(codes)} codes ({len(views)} view{'s' * (len(views) > 1)} of the training set) in "
+                   f"{time.perf_counter() - t0:.1f} s")
+        return codes
+
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        if dm is None:
+            raise ValueError(f"{type(self).__name__} reads code statistics from the datamodule: fit with datamodule=…")
+        from dsls.data.loaders import CodeRows
+        from dsls.phases.reconstruction import unpack
+
+        if self.caches_codes and self.autoencoder_frozen and hasattr(dm, "train_set"):
+            # Encode once instead of at every step. Every dsls data module builds its train loader from .train_set,
+            # so the loader Lightning asks for next (after on_fit_start) yields batches of codes; teardown puts the
+            # data back, for another fit with the same data module.
+            self._data_train_set = dm.train_set
+            dm.train_set, self.batches_are_codes = CodeRows(self.encode_train_views()), True
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: σ_max and the code statistics come from the checkpoint
+        was_training = self.autoencoder.training
+        self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
+        batches = [self.code_sample(b.to(self.device)) if self.batches_are_codes
+                   else self.autoencoder.encode(unpack(b).to(self.device))
+                   for b, _ in zip(dm.train_dataloader(), range(8))]  # without flips: the same examples, cached or not
+        codes = torch.cat(batches)[:2048]
         self.autoencoder.train(was_training)
         smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
         self.on_codes(codes)
@@ -249,6 +283,16 @@ class LatentPhase(PhaseModule):
             return
         self.sigma_max.fill_(float(smax))
         self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
+
+    def teardown(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if self.batches_are_codes and dm is not None:
+            dm.train_set, self.batches_are_codes = self._data_train_set, False
+
+    def code_sample(self, z: torch.Tensor) -> torch.Tensor:
+        """A code from cached encoder means: a stochastic encoder's noise is drawn afresh each time."""
+        noise = self.autoencoder.code_noise
+        return z + noise * torch.randn_like(z) if noise > 0 else z
 
     @property
     def latent_net(self) -> torch.nn.Module:

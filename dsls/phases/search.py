@@ -162,7 +162,8 @@ class LatentSearchModule(L.LightningModule):
         return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
     def _finish(self) -> None:
-        from dsls.callbacks.plots import save_class_grid, save_search_figure
+        from dsls.callbacks.plots import save_class_grid
+        from dsls.callbacks.search_figures import log_search_media, log_search_metrics, save_search_figures
         from dsls.metrics.samples import sample_metrics
 
         hp = self.hparams
@@ -194,16 +195,13 @@ class LatentSearchModule(L.LightningModule):
                                                               self._metric_options(), guided=key != "none"))
         finally:
             merge_results(os.path.join(out_dir, "results.json"), results)
-        if self.logger is not None:  # e.g. the W&B sweep's metric search/langevin/<metric>
-            self.logger.log_metrics({f"search/{n}/{k}": v for n, r in results.items() for k, v in r.items()
-                                     if isinstance(v, (int, float))})
-        save_search_figure(os.path.join(out_dir, "samples.png"), {n: a["x"] for n, a in arrays.items()},
-                           trajs, self.dataset_name)
+        log_search_metrics(self.logger, results)  # any logger: search/<sampler>/<metric> (the sweeps' target)
+        images = save_search_figures(out_dir, self.model, arrays, trajs, results, self.dataset_name,
+                                     self.ladder.sigma_min)
         if self.guidance is not None:  # one grid per class: row k holds the samples asked to be class k
             for key, arr in arrays.items():
                 save_class_grid(os.path.join(out_dir, f"guided-{key}.png"), arr["x"], arr["y"], self.dataset_name)
-        if hasattr(self.logger, "log_image"):  # WandbLogger: the sample grid beside the metrics
-            self.logger.log_image(key="search/samples", images=[os.path.join(out_dir, "samples.png")])
+        log_search_media(self.logger, results, images)  # W&B: a results table and the images with their settings
         self.print(format_table(results))
 
     def _metric_options(self) -> dict:

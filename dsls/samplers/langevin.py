@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from dsls.callbacks.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_level, check_positive, denoise, register
 
 
@@ -28,7 +29,7 @@ class Langevin(Sampler):
     def sample(self, score_fn, n0, ladder, rng, track=0) -> SamplerOutput:
         z = ladder.initial_latent(n0, self.init)
         z0, traj, nfe = z.clone(), [z[:track].clone()] if track else [], 0
-        for i, sigma in enumerate(ladder.sigmas.tolist()):
+        for i, sigma in enumerate(progress(ladder.sigmas.tolist(), desc="langevin: σ levels", unit="level")):
             alpha, flags = self.eps0 * (sigma / ladder.sigma_min) ** 2, []
             noise = rng.randn(self.steps_per_level, z.shape[1:], dtype=z.dtype)
             for t in range(self.steps_per_level):

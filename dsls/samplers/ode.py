@@ -12,19 +12,36 @@ from typing import Literal, Optional
 import torch
 from torchdiffeq import odeint
 
+from dsls.callbacks.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_finite, check_positive, denoise, register
 
 
 class CountedDrift:
-    """dz/dt = −σ²·s(z, σ) at σ = e^t, counting its score evaluations (the NFE it reports are the real ones)."""
+    """dz/dt = −σ²·s(z, σ) at σ = e^t, counting its score evaluations (the NFE it reports are the real ones).
+    bar: a progress bar of the solve, in percent of the log-σ range [t_from, t_to] covered so far."""
 
-    def __init__(self, score_fn):
+    def __init__(self, score_fn, bar=None, t_from: float = 0.0, t_to: float = 1.0):
         self.score_fn, self.nfe = score_fn, 0
+        self.bar = bar if bar is not None and not bar.disable else None  # (off the terminal: no work)
+        self.t_from, self.span = t_from, (t_to - t_from) or 1.0
 
     def __call__(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         sigma = float(torch.exp(t))
+        if self.bar is not None:
+            self.show(math.log(sigma))
         return -(sigma**2) * self.score_fn(z, sigma)
+
+    def show(self, t: float) -> None:
+        done = min(100, round(100 * (t - self.t_from) / self.span))
+        if done > self.bar.n:  # an adaptive solver's rejected step goes back: the bar does not
+            self.bar.update(done - self.bar.n)
+        self.bar.set_postfix(nfe=self.nfe, refresh=False)
+
+
+def solve_progress(sigma_from: float, sigma_to: float, desc: str):
+    """The bar of one ODE solve from σ_from to σ_to: percent of its log-σ range (dsls.callbacks.progress)."""
+    return progress(desc=f"{desc}: σ {sigma_from:.3g}→{sigma_to:.3g}", total=100, unit="%")
 
 
 # torchdiffeq's solvers (its registry is private): adaptive ones pick their steps, fixed-step ones take the grid
@@ -61,14 +78,15 @@ class ProbabilityFlow(Sampler):
 
     def sample(self, score_fn, n0, ladder, rng, track=0) -> SamplerOutput:
         z0 = ladder.initial_latent(n0, self.init)
-        drift = CountedDrift(score_fn)
         if self.steps:
             grid = ladder.with_overrides(num_levels=self.steps).sigmas
         else:
             grid = ladder.with_overrides(num_levels=max(ladder.num_levels, 2)).sigmas if track else \
                 torch.tensor([ladder.sigma_max, ladder.sigma_min])  # track: the solution at the ladder's σ's too
         t = torch.log(grid.to(dtype=z0.dtype, device=z0.device))
-        path = odeint(drift, z0, t, rtol=self.rtol, atol=self.atol, method=self.method)
+        with solve_progress(ladder.sigma_max, ladder.sigma_min, "ode") as bar:
+            drift = CountedDrift(score_fn, bar, math.log(ladder.sigma_max), math.log(ladder.sigma_min))
+            path = odeint(drift, z0, t, rtol=self.rtol, atol=self.atol, method=self.method)
         z = path[-1]
         check_finite(z, f"in the ODE solve from sigma={ladder.sigma_max:.4g} to {ladder.sigma_min:.4g}")
         nfe, traj = drift.nfe, [p[:track].clone() for p in path] if track else []
@@ -83,8 +101,9 @@ def flow(score_fn, z: torch.Tensor, sigma_from: float, sigma_to: float, rtol: fl
          method: str = "dopri5") -> tuple[torch.Tensor, int]:
     """Carry z along the probability-flow ODE from σ_from to σ_to, in either direction (up: a code to its σ_max
     'noise code'; down: back), returning (z at σ_to, score evaluations). Used by interpolation."""
-    drift = CountedDrift(score_fn)
     t = torch.log(torch.tensor([sigma_from, sigma_to], dtype=z.dtype, device=z.device))
-    out = odeint(drift, z, t, rtol=rtol, atol=atol, method=method)[-1]
+    with solve_progress(sigma_from, sigma_to, "ode flow") as bar:
+        drift = CountedDrift(score_fn, bar, math.log(sigma_from), math.log(sigma_to))
+        out = odeint(drift, z, t, rtol=rtol, atol=atol, method=method)[-1]
     check_finite(out, f"in the ODE solve from sigma={sigma_from:.4g} to {sigma_to:.4g}")
     return out, drift.nfe

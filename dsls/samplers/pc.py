@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 import torch
 
+from dsls.callbacks.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_level, check_positive, denoise, register
 
 
@@ -47,7 +48,8 @@ class PredictorCorrector(Sampler):
             raise ValueError(f"sampler 'pc' needs at least 2 σ levels, the ladder has {len(grid)}: set its levels")
         z = ladder.initial_latent(n0, self.init)
         z0, traj, nfe = z.clone(), [z[:track].clone()] if track else [], 0
-        for i, (hi, lo) in enumerate(zip(grid[:-1], grid[1:])):
+        levels = progress(zip(grid[:-1], grid[1:]), desc="pc: σ levels", total=len(grid) - 1, unit="level")
+        for i, (hi, lo) in enumerate(levels):
             noise = rng.randn(1 + self.corrector_steps, z.shape[1:], dtype=z.dtype)
             var = hi**2 - lo**2
             z = z + var * score_fn(z, hi) + math.sqrt(var) * noise[0]

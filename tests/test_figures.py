@@ -1,0 +1,227 @@
+"""The pictures a researcher looks at: per-sampler grids at native pixel size, the labelled overview, the toy's
+σ-coloured trajectories on axes that hold them whole, D's logit field, and the end-of-training figures of phase 1
+(reconstruction pairs) and phase 2 (accuracy of D per σ)."""
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import Logger
+from PIL import Image
+
+from dsls.callbacks.grids import SampleFigures, sigma_accuracy
+from dsls.callbacks.plots import plot_limits, save_search_figure
+from dsls.callbacks.search_figures import logit_field, panel_title, snapshot_sigmas
+from dsls.data import DigitsDataModule, Toy2DDataModule
+from dsls.noise import SigmaLadder
+from dsls.phases.adversarial import AdversarialModule
+from dsls.phases.reconstruction import ReconstructionModule
+from dsls.phases.search import LatentSearchModule
+from dsls.samplers import make_sampler, sample_indices
+
+
+class ImageLogger(Logger):
+    """A logger that keeps what it is given: the callbacks log images where a logger has log_image."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = {}
+
+    name, version = "fake", 0
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_image(self, key, images, step=None, **kwargs):
+        self.images[key] = list(images)
+
+
+def image_ckpt(path, shape) -> str:
+    """An untrained phase-2 checkpoint on images of `shape`, with no data set (so no metrics): for the figures'
+    plumbing, not the samples' quality."""
+    ae = dict(data_shape=list(shape), latent_dim=4, arch="mlp", hidden=8, depth=1, tanh_output=True)
+    m = AdversarialModule(autoencoder=ae, sigma_max=2.0, d_hidden=8, d_depth=1)
+    torch.save({"dsls_phase": "adversarial", "dsls_dataset": None, "hyper_parameters": dict(m.hparams),
+                "state_dict": m.state_dict()}, path)
+    return str(path)
+
+
+def search(ckpt, out_dir, **kw) -> LatentSearchModule:
+    model = LatentSearchModule(ckpt=ckpt, out_dir=str(out_dir), fidelity=[], **kw)
+    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False,
+              enable_model_summary=False).predict(model, return_predictions=False)
+    return model
+
+
+def as_png_pixels(x: np.ndarray, k: int) -> np.ndarray:
+    """What save_image writes for one (C, H, W) image in [-1, 1], enlarged k× (nearest), as (H·k, W·k, 3) uint8."""
+    v = np.floor((np.clip(x, -1, 1) + 1) / 2 * 255 + 0.5).astype(np.uint8)
+    v = np.kron(v, np.ones((1, k, k), dtype=np.uint8))
+    return np.repeat(v, 3, 0).transpose(1, 2, 0) if v.shape[0] == 1 else v.transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("shape, n, k, cols, rows", [
+    ((1, 8, 8), 23, 4, 5, 5),  # 8×8 digits enlarged ×4; 23 samples: ⌈√23⌉ = 5 columns, 5 rows
+    ((1, 28, 28), 23, 1, 5, 5),  # MNIST at native size
+    ((3, 32, 32), 120, 1, 10, 10),  # at most 100 images, 10 columns
+])
+def test_per_sampler_grid_is_at_native_pixel_size(tmp_path, shape, n, k, cols, rows):
+    search(image_ckpt(tmp_path / "adv.ckpt", shape), tmp_path, num_samples=n, num_levels=2,
+           samplers={"none": {}, "langevin": {"steps_per_level": 1}})
+    side = shape[-1] * k
+    for name in ("none", "langevin"):
+        img = np.asarray(Image.open(tmp_path / f"samples-{name}.png").convert("RGB"))
+        assert img.shape[:2] == (rows * (side + 2) + 2, cols * (side + 2) + 2), name
+        x = np.load(tmp_path / f"samples-{name}.npz")["x"]
+        for i in (0, cols + 1):  # one PNG pixel per data pixel, images in sample order, 2 px of padding
+            r, c = divmod(i, cols)
+            cell = img[2 + r * (side + 2): 2 + r * (side + 2) + side, 2 + c * (side + 2): 2 + c * (side + 2) + side]
+            np.testing.assert_array_equal(cell, as_png_pixels(x[i], k), err_msg=f"{name} image {i}")
+    assert Image.open(tmp_path / "samples.png").size[0] > 2 * cols * (side + 2)  # both samplers, side by side
+
+
+def test_panel_title_names_sampler_settings_ladder_and_metrics():
+    ladder = {"sigma_max": 6.2, "sigma_min": 0.03, "num_levels": 10}
+    lang = {"settings": {"eps0": 5e-4, "steps_per_level": 10, "denoise": True, "init": "wide"}, "ladder": ladder,
+            "nfe": 101, "modes": 25, "hq_fraction": 0.93, "rev_kl": 0.0123, "seed": 0, "seconds_per_sample": 0.1}
+    assert panel_title("langevin", lang).split("\n") == [
+        "langevin", "ε₀=0.0005, T=10", "L=10, σ 0.03–6.2, NFE 101", "modes 25, hq 0.93, rev_kl 0.0123"]
+    pc = {"settings": {"snr": 0.16, "corrector_steps": 1, "levels": 4, "denoise": False, "init": "prior"},
+          "ladder": ladder, "nfe": 7, "classifier_fid": 12.34}
+    assert panel_title("pc", pc).split("\n") == [
+        "pc", "snr=0.16, corrector steps=1, L=4, init=prior, no denoise", "σ 0.03–6.2, NFE 7", "classifier_fid 12.3"]
+    assert panel_title("none", {"settings": {}, "ladder": ladder, "nfe": 0}).split("\n") == [
+        "none", "prior draw, no search, NFE 0"]
+
+
+@pytest.mark.parametrize("name, settings", [("langevin", {"steps_per_level": 1}), ("pc", {"levels": 4}),
+                                            ("ode", {"method": "heun2", "steps": 5}),
+                                            ("langevin", {"steps_per_level": 1, "denoise": False})])
+def test_snapshot_sigmas_follow_each_sampler(toy_adv_ckpt, name, settings):
+    """One σ per trajectory snapshot, from σ_max down to σ_min: Langevin's start and its L levels, pc's and ode's σ
+    grid, and the denoise step at σ_min."""
+    model = LatentSearchModule(ckpt=toy_adv_ckpt, num_levels=3).model
+    ladder, sampler = model.ladder.with_overrides(num_levels=3), make_sampler(name, settings)
+    out, _ = sample_indices(model, sampler, model.score_fn(), ladder, 0, range(8), track=4)
+    got = snapshot_sigmas(name, len(out.trajectory), {"settings": sampler.settings(), "ladder": ladder.state_dict()})
+    grid = {"langevin": [ladder.sigma_max, *ladder.sigmas.tolist()],
+            "pc": SigmaLadder(ladder.sigma_max, ladder.sigma_min, 4).sigmas.tolist(),
+            "ode": SigmaLadder(ladder.sigma_max, ladder.sigma_min, 5).sigmas.tolist()}[name]
+    np.testing.assert_allclose(got, grid + [ladder.sigma_min] * sampler.denoise, rtol=1e-6)
+
+
+def test_toy_overview_holds_whole_trajectories_and_the_logit_field(toy_adv_ckpt, tmp_path, monkeypatch):
+    import dsls.callbacks.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figures to look into them
+    search(toy_adv_ckpt, tmp_path, num_samples=200, num_levels=4, track=6,
+           samplers={"none": {}, "langevin": {"steps_per_level": 2}})
+    assert {"samples.png", "samples-none.png", "samples-langevin.png"} <= {p.name for p in tmp_path.iterdir()}
+    overview = figures[-1]  # drawn after the per-sampler scatters
+    axes = {ax.get_title().split("\n")[0]: ax for ax in overview.axes if ax.get_title()}
+    assert {"data (grid25)", "none", "langevin", "D's logit field in latent space"} <= set(axes)
+    lang = axes["langevin"]
+    lines = [c for c in lang.collections if type(c).__name__ == "LineCollection"]
+    assert len(lines) == 1 and len(lines[0].get_segments()) == 6 * (4 + 1)  # 6 paths of 4 levels + denoise
+    points = np.concatenate(lines[0].get_segments()).reshape(-1, 2)
+    (x0, x1), (y0, y1) = lang.get_xlim(), lang.get_ylim()
+    assert (points[:, 0] >= x0).all() and (points[:, 0] <= x1).all()
+    assert (points[:, 1] >= y0).all() and (points[:, 1] <= y1).all()
+    sigma = lines[0].get_array()
+    assert sigma.max() <= lines[0].norm.vmax and sigma.min() >= lines[0].norm.vmin  # coloured by σ
+    labels = [a.get_ylabel() for ax in overview.axes for a in (ax, *ax.child_axes)]  # colorbars: σ, logit D
+    assert any(lab.startswith("σ") for lab in labels) and any(lab.startswith("logit D(z, σ=") for lab in labels)
+
+
+def test_plot_limits_hold_a_far_trajectory():
+    points = [np.random.default_rng(0).normal(size=(1000, 2))]
+    traj = np.array([[[40.0, -30.0], [1.0, 1.0], [0.0, 0.0]]])
+    lo, hi = plot_limits(points, traj)
+    assert lo[0] < 0 < 40 < hi[0] and lo[1] < -30
+    lo2, hi2 = plot_limits(points)
+    assert hi2[0] < 10 and lo2[1] > -10  # without it, the samples' percentiles
+
+
+def test_logit_field_is_D_on_its_grid_and_only_for_2d_latents(toy_adv_ckpt, tmp_path):
+    model = LatentSearchModule(ckpt=toy_adv_ckpt).model
+    codes = np.random.default_rng(0).normal(size=(300, 2)) * 4
+    f = logit_field(model, codes, 0.03, res=20)
+    assert f["logit"].shape == (20, 20) and f["x"].min() < -3 and f["y"].max() > 3  # the prior's ±3 square at least
+    i, j = 7, 13
+    z = torch.tensor([[f["x"][i, j], f["y"][i, j]]], dtype=torch.float32)
+    with torch.no_grad():
+        assert f["logit"][i, j] == pytest.approx(model.discriminator(z, torch.tensor([0.03])).item(), rel=1e-5)
+    image_model = LatentSearchModule(ckpt=image_ckpt(tmp_path / "adv.ckpt", (1, 8, 8))).model  # 4-D latents
+    assert logit_field(image_model, codes, 0.03) is None
+
+
+def test_validation_figure_shows_images_at_native_size(tmp_path):
+    """SampleFigures' per-validation figure: panels named as given, images at native size."""
+    x = np.random.default_rng(0).uniform(-1, 1, size=(16, 1, 28, 28)).astype(np.float32)
+    save_search_figure(str(tmp_path / "f.png"), {"data": x, "reconstruction": x}, {})
+    w, h = Image.open(tmp_path / "f.png").size
+    assert w >= 2 * (10 * 30 + 2) and h > 2 * 30  # two native grids of up to 10 columns (16 images: 10 + 6)
+
+
+# -- end of training ---------------------------------------------------------------------------------------------
+def fit(model, dm, root, steps=5, logger=None):
+    t = L.Trainer(max_steps=steps, logger=logger or False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0,
+                  default_root_dir=str(root), callbacks=[SampleFigures(num=8)])
+    t.fit(model, datamodule=dm)
+    return t
+
+
+def test_phase2_writes_sigma_accuracy(tmp_path):
+    ae = str(tmp_path / "ae.ckpt")
+    fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), Toy2DDataModule(train_size=512, batch_size=128),
+        tmp_path / "p1").save_checkpoint(ae)
+    logger = ImageLogger()
+    model = AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1, num_levels=6)
+    t = fit(model, Toy2DDataModule(train_size=512, val_size=300, batch_size=128), tmp_path / "p2", logger=logger)
+    d = tmp_path / "p2"
+    assert (d / "sigma_accuracy.png").stat().st_size > 1000
+    assert logger.images["adversarial/sigma_accuracy"] == [str(d / "sigma_accuracy.png")]
+    rec = json.loads((d / "sigma_accuracy.json").read_text())
+    assert rec["step"] == t.global_step == 5 and rec["num_codes"] == 300  # the whole validation set
+    np.testing.assert_allclose(rec["sigmas"], model.ladder.sigmas.tolist())
+    for key in ("acc_q", "acc_p"):
+        assert len(rec[key]) == 6 and all(0 <= a <= 1 for a in rec[key])
+        assert all(abs(a * 300 - round(a * 300)) < 1e-3 for a in rec[key])  # fractions of the 300 codes
+
+    loader = t.datamodule.val_dataloader()
+    rng = torch.get_rng_state()
+    again = sigma_accuracy(model, loader)
+    assert torch.equal(torch.get_rng_state(), rng)  # its own noise: the training stream is untouched
+    assert again[1] == rec["acc_q"] and again[2] == rec["acc_p"]  # and seeded: the same numbers
+    model.discriminator.forward = lambda z, s: torch.ones(len(z))  # D says 'data' everywhere
+    _, acc_q, acc_p, _ = sigma_accuracy(model, loader, max_codes=100)
+    assert acc_q == [1.0] * 6 and acc_p == [0.0] * 6
+
+
+def test_phase1_writes_reconstruction_pairs(tmp_path):
+    logger = ImageLogger()
+    model = ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True)
+    t = fit(model, DigitsDataModule(batch_size=32), tmp_path, logger=logger)
+    path = tmp_path / "reconstructions.png"
+    assert logger.images["reconstruction/pairs"] == [str(path)]
+    img = np.asarray(Image.open(path).convert("RGB"))
+    # 32 pairs (one validation batch) = 64 images, 10 columns (5 pairs a row), 7 rows of 8×8 digits enlarged ×4
+    assert img.shape[:2] == (7 * 34 + 2, 10 * 34 + 2)
+    x = next(iter(t.datamodule.val_dataloader()))[0][:2]
+    with torch.no_grad():
+        r = model.autoencoder.decode(model.autoencoder.encode(x, sample=False))
+    for i, want in enumerate([x[0], r[0], x[1], r[1]]):  # data, its reconstruction, the next data, …
+        cell = img[2:34, 2 + 34 * i: 34 + 34 * i]
+        np.testing.assert_allclose(cell.astype(int), as_png_pixels(want.numpy(), 4).astype(int), atol=1)
+
+
+def test_toy_phase1_writes_a_reconstruction_scatter(tmp_path):
+    fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), Toy2DDataModule(train_size=512, batch_size=128),
+        tmp_path)
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
