@@ -19,6 +19,7 @@ import yaml
 import lightning as L
 import torch
 
+import dsls.quiet  # noqa: F401  (the known library messages)
 from dsls.benchmarking import env_lines, fmt, init_args, markdown_table, pick_device, sync
 from dsls.data import DigitsDataModule, ImageDataModule, Toy2DDataModule
 from dsls.data.images import TransformedSubset
