@@ -39,7 +39,8 @@ ROWS = {  # name: (what changes, overrides)
                          [JOINT, EVERY_SIGMA, "--adversarial.model.adv_weight=1"]),
     "joint+refit+2D": ("2 D steps per E, G step", [JOINT, EVERY_SIGMA, "--adversarial.model.d_steps_per_ae_step=2"]),
     "joint+refit+lr_ae1e-3": ("E, G at 10x the learning rate", [JOINT, EVERY_SIGMA, "--adversarial.model.lr_ae=1e-3"]),
-    "joint+refit+fool0.3": ("no fool term below σ = 0.3: the default joint mode", [JOINT]),
+    "joint+refit+fool0.3": ("no fool term below σ = 0.3, D refit only", [JOINT, "--adversarial.model.refit_decoder=false"]),
+    "joint-default": ("the default joint mode: no fool term below σ = 0.3; D and G refit", [JOINT]),
 }
 COMMON = ["--trainer.logger=false", "--trainer.enable_progress_bar=false",
           "--search.model.samplers={pc: null, ode: null}"]

@@ -76,31 +76,39 @@ def test_a_second_fit_on_the_same_data_module_sees_the_data_again(toy_ae):
     assert sigma_max[0] == sigma_max[1]  # the same codes both times
 
 
-def test_joint_refit_freezes_the_autoencoder_and_restarts_d_schedule(toy_ae):
+@pytest.mark.parametrize("refit_decoder", [True, False])
+def test_joint_refit_freezes_the_encoder_and_restarts_the_schedules(toy_ae, refit_decoder):
     L.seed_everything(0)
-    model = AdversarialModule(autoencoder_ckpt=toy_ae, mode="joint", refit_steps=6, d_hidden=16, d_depth=1)
+    model = AdversarialModule(autoencoder_ckpt=toy_ae, mode="joint", refit_steps=6, refit_decoder=refit_decoder,
+                              d_hidden=16, d_depth=1)
     seen = []
+
+    def flat(module):
+        return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
 
     class Watch(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            ae = torch.cat([p.detach().flatten() for p in pl_module.autoencoder.parameters()]).clone()
+            ae = pl_module.autoencoder
             lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
-            seen.append((trainer.global_step, pl_module.refitting, ae, lrs, pl_module.autoencoder.training))
+            seen.append((trainer.global_step, pl_module.refitting, flat(ae.encoder), flat(ae.decoder), lrs, ae.training))
 
     trainer(16, callbacks=[Watch()]).fit(model, datamodule=toy(64))
-    assert [s for s, *_ in seen] == list(range(1, 17))  # one optimizer step per batch in joint mode too
-    assert [r for _, r, *_ in seen] == [False] * 10 + [True] * 6  # 10 joint steps, then 6 of refit
-    joint_end = seen[9][2]
-    assert not torch.equal(seen[0][2], joint_end)  # E, G trained in the joint part ...
-    assert all(torch.equal(joint_end, ae) for _, _, ae, *_ in seen[10:])  # ... and are frozen during the refit
-    assert not any(training for *_, training in seen[10:])  # eval: its running code statistics stay put
-    d_lr = [lrs[0] for *_, lrs, _ in seen]
-    assert d_lr[8] < 0.1 * model.hparams.lr_d and d_lr[9] > 0.9 * model.hparams.lr_d  # D's schedule restarts
+    steps, refitting, enc, dec, lrs, training = zip(*seen)
+    assert list(steps) == list(range(1, 17))  # one optimizer step per batch in joint mode too
+    assert list(refitting) == [False] * 10 + [True] * 6  # 10 joint steps, then 6 of refit
+    assert not torch.equal(enc[0], enc[9]) and not torch.equal(dec[0], dec[9])  # E, G trained in the joint part
+    assert all(torch.equal(enc[9], e) for e in enc[10:])  # the encoder is frozen during the refit ...
+    assert all(torch.equal(dec[9], d) for d in dec[10:]) != refit_decoder  # ... G refits to its codes, if asked
+    assert not any(training[10:])  # eval: its running code statistics stay put
+    lr_d, lr_ae = model.hparams.lr_d, model.hparams.lr_ae
+    assert lrs[8][0] < 0.1 * lr_d and lrs[9][0] > 0.9 * lr_d  # D's schedule restarts for the refit ...
+    assert lrs[9][1] == (pytest.approx(lrs[9][0] / lr_d * lr_ae) if refit_decoder else 0.0)  # ... and G's with it
     assert model.codes is not None and len(model.codes) == 8192  # the refit trained on the cached codes
 
 
 def test_refit_from_scratch_starts_a_fresh_d(toy_ae):
-    """refit_from='scratch': at the switch D gets a fresh, seeded init and empty Adam moments; E, G keep theirs."""
+    """refit_from='scratch': at the switch D gets a fresh, seeded init and empty Adam moments; E, G keep theirs (E
+    stops, G goes on stepping: refit_decoder)."""
     L.seed_everything(0)
     model = AdversarialModule(autoencoder_ckpt=toy_ae, mode="joint", refit_steps=3, refit_from="scratch", d_hidden=16,
                               d_depth=1)
@@ -112,14 +120,15 @@ def test_refit_from_scratch_starts_a_fresh_d(toy_ae):
                 opt = trainer.optimizers[0]
                 seen["w"] = pl_module.discriminator.layers[0].weight.detach().clone()
                 seen["d_steps"] = {int(opt.state[p]["step"]) for p in pl_module.discriminator.parameters()}
-                seen["ae_steps"] = {int(opt.state[p]["step"]) for p in pl_module.autoencoder.parameters()}
+                seen["e_steps"] = {int(opt.state[p]["step"]) for p in pl_module.autoencoder.encoder.parameters()}
+                seen["g_steps"] = {int(opt.state[p]["step"]) for p in pl_module.autoencoder.decoder.parameters()}
 
     trainer(8, callbacks=[Watch()]).fit(model, datamodule=toy(64))
     fresh = torch.nn.Linear(2, 16)
     torch.manual_seed(5)  # what the switch seeds
     fresh.reset_parameters()
     assert (seen["w"] - fresh.weight).abs().max() <= 2.1e-3  # the fresh init plus one Adam step of at most lr_d
-    assert seen["d_steps"] == {1} and seen["ae_steps"] == {5}
+    assert seen["d_steps"] == {1} and seen["e_steps"] == {5} and seen["g_steps"] == {6}  # G refits on
 
 
 def test_refit_settings_are_checked(toy_ae):

@@ -63,6 +63,7 @@ class AdversarialModule(LatentPhase):
         score_matching_weight: float = 1.0,
         refit_steps: Optional[int] = None,
         refit_from: str = "joint",
+        refit_decoder: bool = True,
         d_steps_per_ae_step: int = 1,
         fool_min_sigma: float = 0.3,
         cache_codes: bool = True,
@@ -73,12 +74,14 @@ class AdversarialModule(LatentPhase):
 
         score_matching_weight > 0 adds a denoising-score-matching term on s(z, σ) built from D's logit
         (a regulariser that keeps ∇z logit D informative where BCE saturates); 0 is pure BCE.
-        Joint mode only: refit_steps, the last steps of training, in which D alone trains on the frozen autoencoder's
-        codes (None: half of max_steps; 0: no refit), starting from joint training's D (refit_from='joint') or from a
-        fresh one ('scratch': a post-hoc D of the final autoencoder); d_steps_per_ae_step, D steps per E, G step (two
-        time scales, beside lr_d and lr_ae); fool_min_sigma, the σ below which the encoder's fool term is off (0.3: E matches p where
-        the noise blurs q into a smooth density, and leaves the fine structure near σ_min, which a deterministic
-        encoder cannot spread, to the refit; grid25: hq 0.985 against 0.922 with the fool term at every σ).
+        Joint mode only (README "Joint mode" has the measurements):
+        - refit_steps: the last steps of training, in which the encoder is frozen (None: half of max_steps; 0: none);
+        - refit_from: D refits from where joint training left it ('joint') or from a fresh init ('scratch');
+        - refit_decoder: G refits to the frozen codes too (the game costs it precision: ring8's hq 0.99 -> 0.32);
+        - d_steps_per_ae_step: D steps per E, G step (two time scales, beside lr_d and lr_ae);
+        - fool_min_sigma: no fool term below this σ. E then matches p where noise blurs q into a smooth density, and
+          leaves the structure near σ_min, which a deterministic encoder cannot spread, to D (grid25: hq 0.985
+          against 0.922 with the fool term at every σ).
         cache_codes: train D on codes encoded once (posthoc and the refit) instead of encoding every batch.
         `autoencoder` is filled from autoencoder_ckpt and saved, so a phase-2 checkpoint stands alone.
         """
@@ -168,8 +171,25 @@ class AdversarialModule(LatentPhase):
         self.codes = self.encode_train_views() if self.caches_codes else None
         if self.hparams.refit_from == "scratch" and self.global_step == self.joint_steps:  # not again on a resume
             self._fresh_discriminator()
-        self.print(f"step {self.global_step}: joint training done; refitting D on the frozen autoencoder's codes for "
-                   f"{self.total_steps - self.joint_steps} steps")
+        self.print(f"step {self.global_step}: joint training done; refitting D on the frozen encoder's codes"
+                   f"{' (and G to them)' if self.hparams.refit_decoder else ''} for {self.total_steps - self.joint_steps} "
+                   "steps")
+
+    def _refit_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(codes for D, G's reconstruction loss or None) of a refit step: D's rows from the cache (drawn per rank and
+        step, so each rank gets its own and a resume the same), G's loss on this batch's frozen codes."""
+        if self.codes is not None:
+            g = torch.Generator().manual_seed(1_000_003 * self.global_rank + self.global_step)
+            z = self.code_sample(self.codes[torch.randint(len(self.codes), (len(x),), generator=g)].to(self.device))
+        if self.codes is None or self.hparams.refit_decoder:
+            with torch.no_grad():
+                zx = self.autoencoder.encode(x)
+            z = zx if self.codes is None else z
+        if not self.hparams.refit_decoder:
+            return z, None
+        recon = F.mse_loss(self.autoencoder.decode(zx), x)
+        self._log({"train/recon": recon}, "train")
+        return z, recon
 
     def _fresh_discriminator(self) -> None:
         """D's weights and Adam state as at the start of a post-hoc fit; its input scale read from the final codes. The
@@ -210,26 +230,28 @@ class AdversarialModule(LatentPhase):
         ae_loss, ae_step = None, False
         if self.mode == "joint" and not self.refitting and self.global_step >= self.joint_steps:
             self._start_refit()
+        frozen = []  # parameters that must not step this batch
         if self.mode == "posthoc" and self.batches_are_codes:
             z = self.code_sample(x)
-        elif self.refitting and self.codes is not None:  # rows drawn per (rank, step): each rank its own, resumable
-            g = torch.Generator().manual_seed(1_000_003 * self.global_rank + self.global_step)
-            z = self.code_sample(self.codes[torch.randint(len(self.codes), (len(x),), generator=g)].to(self.device))
-        elif self.mode == "posthoc" or self.refitting:
+        elif self.mode == "posthoc":
             with torch.no_grad():
                 z = self.autoencoder.encode(x)
+        elif self.refitting:
+            z, ae_loss = self._refit_batch(x)
+            frozen = list(self.autoencoder.encoder.parameters())
+            frozen += [] if self.hparams.refit_decoder else list(self.autoencoder.decoder.parameters())
         else:
             ae_step = self.global_step % self.hparams.d_steps_per_ae_step == 0
             z, ae_loss = self._joint_losses(x, ae_step)
-        loss = self._d_loss(z, "train")
-        if self.mode == "joint" and not ae_step and self.trainer.world_size > 1:
+            frozen = [] if ae_step else list(self.autoencoder.parameters())
+        loss = self._d_loss(z, "train") + (0.0 if ae_loss is None else ae_loss)
+        if frozen and self.trainer.world_size > 1:
             # DDP waits for a gradient of every parameter it registered (E, G's too): give them zeros, dropped below
-            ae_loss = sum(p.sum() for p in self.autoencoder.parameters()) * 0.0
+            loss = loss + sum(p.sum() for p in frozen) * 0.0
         opt.zero_grad()
-        self.manual_backward(loss if ae_loss is None else loss + ae_loss)
-        if self.mode == "joint" and not ae_step:
-            for p in self.autoencoder.parameters():
-                p.grad = None  # Adam skips a parameter without a gradient (its momentum would move it otherwise)
+        self.manual_backward(loss)
+        for p in frozen:
+            p.grad = None  # Adam skips a parameter without a gradient (its momentum would move it otherwise)
         opt.step()
         sched.step()
 
@@ -254,10 +276,11 @@ class AdversarialModule(LatentPhase):
         groups = [{"params": self.discriminator.parameters(), "lr": self.hparams.lr_d, "betas": (0.9, 0.99)}]
         d_lr = lambda step: cosine(step, 0, self.total_steps)  # noqa: E731
         lambdas = [d_lr]
-        if self.mode == "joint":
+        if self.mode == "joint":  # one cosine over the joint steps, another over the refit (G's too, if it refits)
             groups.append({"params": self.autoencoder.parameters(), "lr": self.hparams.lr_ae, "betas": (0.5, 0.99)})
             d_lr = lambda step: cosine(step, *((0, self.joint_steps) if step < self.joint_steps  # noqa: E731
                                                else (self.joint_steps, self.total_steps - self.joint_steps)))
-            lambdas = [d_lr, lambda step: cosine(step, 0, self.joint_steps)]
+            refits_g = self.hparams.refit_decoder
+            lambdas = [d_lr, lambda step: d_lr(step) if refits_g or step < self.joint_steps else 0.0]
         opt = torch.optim.Adam(groups)
         return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lambdas)]
