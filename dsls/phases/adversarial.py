@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
-from dsls.phases.base import ConfigError, LatentPhase, PhaseCheckpointError, init_args
+from dsls.phases.base import ConfigError, LatentPhase, PhaseCheckpointError, cosine, init_args
 from dsls.phases.reconstruction import unpack
 from dsls.score import LogRatio, Score, noised_prior, prior_score
 
@@ -31,14 +31,6 @@ def _frozen(module: torch.nn.Module):
     finally:
         for p, f in zip(module.parameters(), flags):
             p.requires_grad_(f)
-
-
-def cosine(step: int, start: int, length: int) -> float:
-    """Cosine decay from 1 at `start` to 0 at `start + length`; 0 outside. D's small-σ detail is learned late, at
-    low learning rates."""
-    if step < start:
-        return 0.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / max(length, 1))))
 
 
 class AdversarialModule(LatentPhase):

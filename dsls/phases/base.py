@@ -28,6 +28,14 @@ def init_args(frame_locals: dict) -> dict:
     return {"_class_path": f"{cls.__module__}.{cls.__qualname__}", **args}
 
 
+def cosine(step: float, start: float, length: float) -> float:
+    """Cosine decay from 1 at `start` to 0 at `start + length`, and 0 outside: the phases' learning-rate factor (D's
+    small-σ detail is learned late, at low learning rates)."""
+    if step < start:
+        return 0.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / max(length, 1))))
+
+
 def warmup_cosine(opt: torch.optim.Optimizer, module: "PhaseModule", warmup_frac: float = 0.0):
     """Linear warm-up over warmup_frac of training, then cosine decay to 0, per optimizer step. The length is read
     from the Trainer at every fit (PhaseModule.on_train_start), so resuming with a longer max_steps stretches the
@@ -38,7 +46,7 @@ def warmup_cosine(opt: torch.optim.Optimizer, module: "PhaseModule", warmup_frac
         warm = warmup_frac * total
         if step < warm:
             return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(total - warm, 1))))
+        return cosine(step, warm, total - warm)
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
