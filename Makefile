@@ -9,7 +9,8 @@ ARGS   ?=
 # several arguments, split by the shell.
 override CKPT := $(value CKPT)
 override DATASET := $(value DATASET)
-export CKPT DATASET
+override CONFIRM := $(value CONFIRM)
+export CKPT DATASET CONFIRM
 # The torch build. TORCH=cuda: PyPI's default, which on Linux brings 3.2 GB of CUDA libraries (a 5.9 GB .venv).
 # TORCH=cpu: the newest CPU builds (+cpu) of torch and torchvision at TORCH_CPU_INDEX (a ~1.5 GB .venv). Unset: cuda
 # where an NVIDIA GPU shows (/dev/nvidia0, or nvidia-smi lists one), else cpu, or PyPI's default where that index has
@@ -27,7 +28,8 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate ablate bench clean
+.PHONY: help install demo test test-fast train-mnist train-cifar train-celebahq train-lsun evaluate ablate bench clean \
+	clean-runs
 
 help:  ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,5 +85,23 @@ bench: $(STAMP)  ## sampling and training cost ratios on this machine (default C
 	$(PY) experiments/bench_sampling.py $(ARGS)
 	$(PY) experiments/bench_training.py $(ARGS)
 
-clean:  ## remove runs/ and caches (keeps .venv)
-	rm -rf runs lightning_logs wandb .pytest_cache
+clean:  ## remove caches (.pytest_cache); keeps .venv and every run (runs/, lightning_logs/, wandb/: see clean-runs)
+	rm -rf .pytest_cache
+
+# What users made: checkpoints, samples and logs of every run. Listed first, deleted only after a yes (read from stdin,
+# so no answer, as in a script, deletes nothing) or with CONFIRM=yes.
+RUN_FOLDERS := runs lightning_logs wandb
+clean-runs:  ## DELETE runs/, lightning_logs/, wandb/ (every run): lists them, asks first (CONFIRM=yes: no question)
+	@found=$$(for d in $(RUN_FOLDERS); do if [ -e "$$d" ]; then echo "$$d"; fi; done); \
+	if [ -z "$$found" ]; then echo "nothing to delete: no $(RUN_FOLDERS)"; exit 0; fi; \
+	echo "this deletes:"; \
+	for d in $$found; do \
+	  if [ "$$d" = runs ]; then find runs -mindepth 1 -maxdepth 2 \( -path 'runs/*/*' -o -type f \) | sort; \
+	  else echo "$$d"; fi; \
+	done | sed 's/^/  /'; \
+	du -sch $$found | tail -n 1 | sed 's/total$$/in all/; s/^/  /'; \
+	if [ "$$CONFIRM" != yes ]; then \
+	  printf 'delete them? [y/N] '; read -r answer || { answer=; echo; }; \
+	  case "$$answer" in y|Y|yes) ;; *) echo "nothing deleted (CONFIRM=yes deletes without asking)"; exit 1;; esac; \
+	fi; \
+	echo rm -rf $$found; rm -rf $$found

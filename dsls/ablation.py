@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from dsls.pipeline import ALL_PHASES, PHASES, deep_merge, join_values, parse_overrides, phase_args, run_pipeline
+from dsls.overrides import ALL_PHASES, PHASES, deep_merge, join_values, parse_overrides, phase_args
+from dsls.pipeline import run_pipeline
 
 FIT_PHASES = [p for p in ALL_PHASES if p[1] == "fit" and p[0] != "latent_classifier"]  # what the ablation compares
 METRIC_COLUMNS = ["modes", "hq_fraction", "rev_kl",  # toy

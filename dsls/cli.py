@@ -5,7 +5,8 @@
     dsls predict --config configs/toy/search.yaml --model.ckpt=<phase-2 ckpt>
 
 Every run writes into a run folder (--run_dir, default runs/<dataset>/<timestamp>): fit phases into
-<run_dir>/<phase>/ (config.yaml + checkpoints/), the search phase into <run_dir>/ itself.
+<run_dir>/<phase>/ (config.yaml + checkpoints/), the search phase into <run_dir>/ itself. A run holds its folder's
+lock while it runs (the search: the folder it writes): a second `dsls` run into it is refused (dsls.run_folder).
 
 Bad input (a wrong or damaged checkpoint, missing data, contradicting settings) ends in one `error: …` line that
 says what to change; DSLS_DEBUG=1 shows the full traceback instead.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import importlib
 import netrc
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +26,20 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import dsls.quiet  # noqa: F401  (silences the known messages that say nothing about the run)
+from dsls.arguments import DSLSArgumentParser, check_sampler_names
 from dsls.callbacks.progress import StepProgressBar
+from dsls.checkpoints import AtomicCheckpointIO, SaveError
 from dsls.data.images import CorruptDataError, MissingDataError
+from dsls.help import add_search_help
+from dsls.interrupts import Interrupted, SaveLastOnSigterm, after_failed_save, command_interrupted, interrupted
 from dsls.metrics.fidelity import MissingWeightsError
-from dsls.phases.base import ConfigError, PhaseCheckpointError, load_phase_checkpoint
+from dsls.phases.base import CheckpointPending, ConfigError, PhaseCheckpointError, load_phase_checkpoint
+from dsls.run_folder import lock_scope, take_lock
+from dsls.runs import check_writable
 from dsls.tasks import TaskError
 
 
@@ -92,13 +102,6 @@ def _phase_of(cfg) -> str:
     return getattr(cls, "phase", None) or name.replace("Module", "").lower()
 
 
-class DSLSArgumentParser(LightningArgumentParser):
-    """A bad argument ends in jsonargparse's `tip: … --help` and `error: …` lines only: the usage it would print
-    first is ~60 lines of every option, above the line that matters."""
-
-    def print_usage(self, file=None) -> None:
-        pass
-
 
 def _last_checkpoint(cfg) -> str:
     """`--ckpt_path last` of a fit, found before the model is built: LightningCLI takes the model's hyper-parameters
@@ -116,6 +119,11 @@ def _last_checkpoint(cfg) -> str:
 
 
 class DSLSCLI(LightningCLI):
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs) -> None:
+        """`dsls predict --help` ends with every sampler's settings and defaults (dsls.help)."""
+        super()._add_subcommands(parser, **kwargs)
+        add_search_help(self._subcommand_parsers)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run_dir", type=Optional[str], default=None,
                             help="Run folder (default: runs/<dataset>/<timestamp>; search: beside its checkpoint).")
@@ -127,6 +135,9 @@ class DSLSCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         """As Lightning's, without its warning when `args` are given while sys.argv has arguments: the pipeline calls
         main(args) for each phase, and sys.argv is then its own command line, not this phase's."""
+        self.args = None if isinstance(args, (dict, Namespace)) else list(sys.argv[1:] if args is None else args)
+        if self.args is not None:  # (the command line, for the line that says how to resume)
+            check_sampler_names(self.args)
         self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
 
     def _parse_ckpt_path(self) -> None:
@@ -160,6 +171,8 @@ class DSLSCLI(LightningCLI):
             phase_dir = cfg.model.init_args.get("out_dir") or run_dir
         else:
             phase_dir = os.path.join(run_dir, phase)
+        check_writable(phase_dir, "--model.out_dir" if cfg.model.init_args.get("out_dir") else "--run_dir")
+        take_lock(phase_dir if phase == "search" else run_dir)  # one writer per run folder (dsls.run_folder)
         if phase == "search" and self.subcommand in ("predict", "test") and os.path.isfile(
                 os.path.join(phase_dir, "search.ckpt")):  # before its config.yaml replaces the earlier search's
             raise TaskError(f"{phase_dir} already holds an earlier search (search.ckpt): pass another "
@@ -175,7 +188,12 @@ class DSLSCLI(LightningCLI):
         callbacks = list(cfg.trainer.get("callbacks") or [])
         if cfg.trainer.get("enable_progress_bar") is not False and not any(
                 isinstance(c, ProgressBar) for c in callbacks):  # progress toward max_steps, unless a config says
-            kwargs["callbacks"] = [*callbacks, StepProgressBar()]
+            callbacks.append(StepProgressBar())
+        kwargs["callbacks"] = [*callbacks, SaveLastOnSigterm()]  # SIGTERM: last.ckpt first, then exit 143
+        plugins = cfg.trainer.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins] if plugins else []
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # unless a config names its own
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]  # saves never left half-written (dsls.checkpoints)
         return super().instantiate_trainer(**kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -183,10 +201,22 @@ class DSLSCLI(LightningCLI):
         of a pipeline (the same process) would log into it ("…will reuse this run")."""
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except SIGTERMException:  # Lightning's, a SystemExit that would exit 0
+            self._finish_wandb(exit_code=Interrupted.CODE)
+            raise self._interrupted() from None
+        except BaseException as e:
             self._finish_wandb(exit_code=1)
+            if self.args is not None:  # a failed save's line ends with the command that continues
+                after_failed_save(e, self.subcommand, self.args, self.config[self.subcommand].run_dir)
             raise
+        if getattr(self.trainer, "received_sigterm", False):  # after the loops last looked: still an interruption
+            self._finish_wandb(exit_code=Interrupted.CODE)
+            raise self._interrupted(finished=True)
         self._finish_wandb(exit_code=0)
+
+    def _interrupted(self, finished: bool = False) -> Interrupted:
+        cfg = self.config[self.subcommand]
+        return interrupted(self.trainer, self.subcommand, _phase_of(cfg), self.args, cfg.run_dir, finished)
 
     def _finish_wandb(self, exit_code: int) -> None:
         for logger in self.trainer.loggers:
@@ -195,8 +225,10 @@ class DSLSCLI(LightningCLI):
 
 
 class ParseOnlyCLI(DSLSCLI):
-    """Parses and checks a command (its --ckpt_path included) and does nothing else: no seeding, run folder,
-    instantiation or run. The pipeline checks every phase's arguments with it before phase 1 trains."""
+    """Parses and checks a command (its --ckpt_path included) and builds its data module and model, so that every
+    check their constructors make runs, and does nothing else: no seeding, run folder, Trainer, data read or run.
+    The pipeline checks every phase with it before phase 1 trains, with the checkpoints that earlier phases will
+    write marked pending (dsls.phases.base.pending_checkpoints): a module checks its settings before it loads one."""
 
     def _set_seed(self) -> None:
         pass
@@ -205,7 +237,17 @@ class ParseOnlyCLI(DSLSCLI):
         pass
 
     def instantiate_classes(self) -> None:
-        pass
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes  # (4.49's name)
+        for part in ("data", "model"):  # one at a time: a model that waits for a checkpoint must not hide the data's
+            config = self.config.clone()
+            sub = config[self.subcommand]
+            sub.trainer.logger, sub.trainer.callbacks, sub.trainer.plugins = False, None, None  # no runs, no files
+            sub["model" if part == "data" else "data"] = None
+            try:
+                instantiate(config)
+            except Exception as e:
+                if user_error(e, (CheckpointPending,)) is None:
+                    raise
 
     def _run_subcommand(self, subcommand: str) -> None:
         pass
@@ -217,14 +259,15 @@ def main(args=None, run: bool = True, parse_only: bool = False, **kwargs) -> DSL
     # auto_configure_optimizers=False: each phase owns its optimizers and schedules (phase 2 has two); Lightning's
     # --optimizer/--lr_scheduler would replace phase 1's schedule silently and crash phase 2.
     cli = ParseOnlyCLI if parse_only else DSLSCLI
-    return cli(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
-               save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
-               parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
+    with lock_scope():  # the run folder's lock, taken once its name is known, is released when the run ends
+        return cli(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
+                   save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
+                   parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
 
 
 # errors whose message says what to do: printed as one line, no traceback (FloatingPointError: a diverged search)
 USER_ERRORS = (MissingDataError, CorruptDataError, MissingWeightsError, PhaseCheckpointError, ConfigError, TaskError,
-               FloatingPointError)
+               FloatingPointError, SaveError)
 
 
 def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
@@ -242,9 +285,14 @@ def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_E
 @contextmanager
 def one_line_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Exit with `error: <message>` when a user error (USER_ERRORS or `extra`) ends the block; any other exception,
-    or any at all under DSLS_DEBUG=1, keeps its traceback."""
+    or any at all under DSLS_DEBUG=1, keeps its traceback. SIGTERM (Interrupted) prints its line and exits 143."""
     try:
         yield
+    except (Interrupted, SIGTERMException) as e:  # SIGTERMException: a bare Trainer's (evaluate.py, the ablation)
+        stop = e if isinstance(e, Interrupted) else command_interrupted()
+        if str(stop):
+            print(stop, file=sys.stderr, flush=True)
+        raise stop from None
     except Exception as e:
         found = user_error(e, (*USER_ERRORS, *extra))
         if found is None or os.environ.get("DSLS_DEBUG", "") not in ("", "0"):

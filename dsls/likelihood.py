@@ -8,6 +8,7 @@ the decoder is deterministic.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import torch
@@ -32,11 +33,21 @@ def divergence(s: torch.Tensor, z: torch.Tensor, probe: Optional[torch.Tensor]) 
     return div
 
 
+def _takes_create_graph(score_fn: Callable) -> bool:
+    """dsls.score.Score detaches its output unless asked to keep the graph; a plain score_fn(z, σ) keeps it anyway."""
+    try:
+        params = inspect.signature(score_fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: call it plainly
+        return False
+    return any(p.name == "create_graph" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 class _AugmentedFlow:
     """(z, ℓ) ↦ (f, div f) at σ = e^t, counting score evaluations."""
 
     def __init__(self, score_fn: Callable, probe: Optional[torch.Tensor]):
         self.score_fn, self.probe, self.nfe = score_fn, probe, 0
+        self.kwargs = {"create_graph": True} if _takes_create_graph(score_fn) else {}
 
     def __call__(self, t: torch.Tensor, state):
         z, _ = state
@@ -44,7 +55,10 @@ class _AugmentedFlow:
         sigma = float(torch.exp(t))
         with torch.inference_mode(False), torch.enable_grad():
             z = z.detach().clone().requires_grad_(True)
-            s = self.score_fn(z, sigma, create_graph=True)
+            s = self.score_fn(z, sigma, **self.kwargs)
+            if not s.requires_grad:
+                raise TypeError("score_fn(z, sigma) returned a tensor with no graph back to z: compute the score from "
+                                "z with differentiable torch operations (no .detach(), no torch.no_grad())")
             div = divergence(s, z, self.probe)
         return -(sigma**2) * s.detach(), -(sigma**2) * div.detach()
 
@@ -55,7 +69,8 @@ def ode_log_prob(score_fn: Callable, z: torch.Tensor, ladder: SigmaLadder, *,
                  generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
     """log q_σmin(z) per row, and the score evaluations made (nfe).
 
-    score_fn(z, σ, create_graph=True) must return a score that can be differentiated again (dsls.score.Score does).
+    score_fn(z, σ) is any differentiable function of z: it is called on a z that requires grad, and the divergence
+    differentiates its output (a score_fn that takes `create_graph`, as dsls.score.Score does, gets True).
     terminal_log_prob(z) defaults to the ladder's p_σmax. exact_divergence=None: exact for d ≤ 16, Hutchinson above;
     the Rademacher probe is drawn once per solve from `generator` (resampling inside an adaptive solve makes it
     explode: torchdiffeq#120).

@@ -30,7 +30,7 @@ def _leaves(node, path: tuple = ()):
 
 def profile_overrides(config_dir: str | Path, name: str, phases: list[str]) -> list[str]:
     """The overrides of profile `name` (<config_dir>/<name>.yaml) for the phases this run has."""
-    from dsls.pipeline import ALL_PHASES
+    from dsls.overrides import ALL_PHASES
 
     every = [p for p, _ in ALL_PHASES]
     path = Path(config_dir, f"{name}.yaml")

@@ -1,11 +1,13 @@
-"""The run folder's files (DESIGN.md §3): samples-<sampler>.npz, results.json, search.ckpt, and the results table."""
+"""The run folder's files (DESIGN.md §3): samples-<sampler>.npz, results.json, search.ckpt, and the results table.
+Each is written atomically (dsls.checkpoints): a full disk keeps the previous file, never half of a new one."""
 from __future__ import annotations
 
 import json
 import os
 
 import numpy as np
-import torch
+
+from dsls.checkpoints import save_json, save_npz, save_torch
 
 TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "class_accuracy", "classifier_fid", "class_kl", "mean_confidence",
                  "fid", "is_mean", "kid_mean", "precision", "recall"]
@@ -15,14 +17,14 @@ def save_samples(out_dir: str, name: str, arrays: dict) -> str:
     """samples-<name>.npz with float32 x (data space), z0 and z (latents), plus int64 y when the samples have labels."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"samples-{name}.npz")
-    np.savez(path, **{k: np.asarray(v, dtype=np.int64 if k == "y" else np.float32) for k, v in arrays.items()})
+    save_npz(path, **{k: np.asarray(v, dtype=np.int64 if k == "y" else np.float32) for k, v in arrays.items()})
     return path
 
 
 def save_search_ckpt(out_dir: str, dataset_name, hyper_parameters: dict) -> str:
     """The search phase's 'checkpoint': what is needed to rerun it (experiments/evaluate.py takes it)."""
     path = os.path.join(out_dir, "search.ckpt")
-    torch.save({"dsls_phase": "search", "dsls_dataset": dataset_name, "hyper_parameters": dict(hyper_parameters)},
+    save_torch({"dsls_phase": "search", "dsls_dataset": dataset_name, "hyper_parameters": dict(hyper_parameters)},
                path)
     return path
 
@@ -31,8 +33,7 @@ def merge_results(path: str, new: dict) -> dict:
     """results.json keeps one entry per sampler ever run in this folder; a re-run replaces its own entry."""
     old = json.load(open(path)) if os.path.isfile(path) else {}
     old.update(new)
-    with open(path, "w") as f:
-        json.dump(old, f, indent=2)
+    save_json(path, old, indent=2)
     return old
 
 
@@ -43,3 +44,22 @@ def format_table(results: dict) -> str:
     lines = ["sampler | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
     lines += [f"{name} | " + " | ".join(fmt(r.get(c)) for c in cols) for name, r in results.items()]
     return "\n".join(lines)
+
+
+def check_writable(folder: str, flag: str) -> None:
+    """Fail before any work when `folder` (or, if it does not exist yet, the nearest folder above it) takes no new
+    file: a search or a fit would otherwise end in a traceback when it first saves. Probed by creating a file, as
+    os.access says yes to root on a read-only file system."""
+    import tempfile
+
+    from dsls.phases.base import ConfigError
+
+    probe = os.path.abspath(folder)
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        fd, path = tempfile.mkstemp(prefix=".dsls-write-test-", dir=probe)
+        os.close(fd)
+        os.remove(path)
+    except OSError as e:
+        raise ConfigError(f"{flag}={folder}: cannot write into {probe} ({e.strerror}); pass a writable folder") from e

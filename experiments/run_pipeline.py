@@ -9,7 +9,8 @@ phase's parser refuses, stops the run before anything trains. --classifier adds 
 phase and guides the search with it (sample i asks for class i mod K). --profile cpu applies <config-dir>/cpu.yaml's
 settings to every phase first (dsls.profiles), so the overrides still apply on top. Each phase takes the
 checkpoint the phase before it wrote in this run. A --run-dir that already holds files needs --resume (continue it: finished phases are
-skipped, an interrupted one resumes from its last.ckpt) or --overwrite (start over). The logic is dsls.pipeline.
+skipped, an interrupted one resumes from its last.ckpt) or --overwrite (start over). A second run into a folder that
+a running one writes is refused (dsls.run_folder). The logic is dsls.pipeline.
 """
 from __future__ import annotations
 
@@ -37,14 +38,15 @@ def main() -> None:
     from dsls.cli import one_line_errors
     from dsls.pipeline import GUIDED_PHASES, PHASES, run_pipeline
     from dsls.profiles import profile_overrides
+    from dsls.run_folder import say
 
     phases = GUIDED_PHASES if args.classifier else PHASES
     with one_line_errors():  # DSLS_DEBUG=1: the traceback instead
         if args.profile:
             overrides = profile_overrides(args.config_dir, args.profile, [p for p, _ in phases]) + overrides
         out = run_pipeline(args.config_dir, overrides, args.run_dir, args.resume, phases, overwrite=args.overwrite)
-    print(f"\nrun folder: {out['run_dir']}  (samples.png, samples-*.npz, results.json)")
-    print("phase seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
+    say(f"\nrun folder: {out['run_dir']}  (samples.png, samples-*.npz, results.json)")  # rank 0 only, under DDP
+    say("phase seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def test_evaluate_writes_the_three_outputs(ckpts, tmp_path):
     out = evaluate(str(tmp_path / "a" / "search.ckpt"), str(tmp_path / "d"), ["--model.samplers.langevin.eps0=1e-4"])
     assert set(out["results"]) == {"none", "langevin"}
     assert out["results"]["langevin"]["settings"] == {**res["langevin"]["settings"], "eps0": 1e-4}
-    with pytest.raises(PhaseCheckpointError, match=r"is a reconstruction checkpoint; evaluate\.py takes a phase-2"):
+    with pytest.raises(PhaseCheckpointError,
+                       match=r"is a reconstruction \(phase 1\) checkpoint, but this needs an adversarial"):
         evaluate(ckpts["ae"], str(tmp_path / "c"), [])
     with pytest.raises(TaskError, match=r"--model\.samplers\.langevin\.eps0"):  # the old flag says where it went
         evaluate(ckpts["adv"], str(tmp_path / "c"), ["--model.eps0=1e-3"])

@@ -52,6 +52,24 @@ def test_config_parses_with_the_cli(path, parse_only, tmp_path):
         assert set(chosen) <= set(SAMPLERS) and {"none", "langevin"} <= set(chosen), chosen
 
 
+INPUT = {"adversarial": "--model.autoencoder_ckpt", "latent_classifier": "--model.autoencoder_ckpt",
+         "pixel_ncsn": None, "reconstruction": None, "search": "--model.ckpt"}
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_builds_its_data_module_and_model(path, tmp_path):
+    """As the pipeline's check before phase 1: every shipped config's constructors take its settings (the input
+    checkpoint pending, as an earlier phase of the run would write it), and nothing is written."""
+    from dsls.phases.base import pending_checkpoints
+
+    phase = os.path.splitext(os.path.basename(path))[0]
+    ckpt = str(tmp_path / "earlier" / "last.ckpt")
+    flags = [f"{INPUT[phase]}={ckpt}"] if INPUT[phase] else []
+    with pending_checkpoints([ckpt]):
+        main([SUBCOMMAND[phase], "--config", path, *flags, f"--run_dir={tmp_path}/run"], parse_only=True)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("path", PROFILES)
 def test_profile_settings_parse_with_each_phase(path, parse_only, tmp_path):
     """A profile's settings, routed as the pipeline's --profile routes them, are accepted by each phase's parser and

@@ -251,3 +251,60 @@ def test_real_command_prints_one_line_and_traceback_only_with_dsls_debug(tmp_pat
     debug = subprocess.run(cmd, cwd=ROOT, env={**env, "DSLS_DEBUG": "1"}, capture_output=True, text=True, timeout=300)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "PhaseCheckpointError" in debug.stderr
     assert not any(line.startswith("error:") for line in debug.stderr.splitlines())
+
+
+# ---------------------------------------------------------------- 9. what used to end in a traceback (issue 16)
+def run_evaluate(monkeypatch, *args: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", *args, "--model.num_samples=8", "--model.fidelity=[]",
+                                      "--trainer.enable_progress_bar=false"])
+    monkeypatch.delenv("DSLS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "experiments" / "evaluate.py"), run_name="__main__")
+    assert e.value.code.startswith("error: ") and "\n" not in e.value.code, e.value.code
+    return e.value.code
+
+
+def test_evaluate_refuses_random_bytes_as_a_checkpoint(tmp_path, monkeypatch):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(random.Random(1).randbytes(4096))
+    msg = run_evaluate(monkeypatch, "--ckpt", str(junk), "--out", str(tmp_path / "ev"))
+    assert f"--ckpt={junk} is not a readable checkpoint" in msg and "search.ckpt" in msg
+
+
+def read_only(monkeypatch, folder: Path) -> None:
+    """Make `folder` refuse new files, as a read-only mount does (chmod does not stop root, who runs CI)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve() == folder.resolve():
+            raise PermissionError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def test_a_read_only_run_folder_is_one_line_before_any_work(toy, tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    read_only(monkeypatch, tmp_path / "run")
+    msg = dsls_error(monkeypatch, "fit", "--config", "configs/toy/reconstruction.yaml", *TOY,
+                     f"--run_dir={tmp_path / 'run'}")
+    assert "--run_dir=" in msg and "Read-only file system" in msg and "pass a writable folder" in msg
+    assert not any((tmp_path / "run").iterdir())
+    # evaluate.py into a read-only run: refused before the search, not at its first save
+    msg = run_evaluate(monkeypatch, "--ckpt", toy["adv"], "--out", str(tmp_path / "run" / "eval"))
+    assert msg.startswith(f"error: --out={tmp_path / 'run' / 'eval'}: cannot write into {tmp_path / 'run'}")
+
+
+def test_a_wrong_type_in_a_config_file_is_one_line_naming_the_key(tmp_path, monkeypatch, capsys):
+    cfg = Path("configs/toy/reconstruction.yaml").read_text().replace("batch_size: 256", "batch_size: lots")
+    assert "lots" in cfg
+    (tmp_path / "edited.yaml").write_text(cfg)
+    monkeypatch.setattr(sys, "argv", ["dsls", "fit", "--config", str(tmp_path / "edited.yaml")])
+    with pytest.raises(SystemExit) as e:
+        console_main()
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err[-1] == "error: data.batch_size: expected int, got 'lots'" and len(err) <= 2, err

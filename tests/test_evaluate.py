@@ -84,7 +84,8 @@ def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
 
 def test_likelihood_needs_a_latent_model(adv_ckpt):
     ae = adv_ckpt.replace("adversarial", "reconstruction")
-    with pytest.raises(PhaseCheckpointError, match="reconstruction checkpoint"):
+    with pytest.raises(PhaseCheckpointError,
+                       match=r"is a reconstruction \(phase 1\) checkpoint, but this needs an adversarial"):
         evaluate(ae, None, [], likelihood=True)
 
 

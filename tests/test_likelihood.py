@@ -95,3 +95,28 @@ def test_hutchinson_is_exact_for_a_linear_score():
 
 def gaussian(x, var):
     return -0.5 * (x**2).sum(1) / var - 0.5 * x.shape[1] * math.log(2 * math.pi * var)
+
+
+def test_a_plain_user_written_score_function_works():
+    """DESIGN.md §3: any differentiable score_fn(z, sigma), here a Gaussian's, written by hand (no create_graph)."""
+    mean, var = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64), 0.25
+
+    def score_fn(z, sigma):  # the exact score of q_σ = N(mean, (var + σ²) I)
+        return -(z - mean) / (var + sigma**2)
+
+    def log_q(z, sigma):
+        v = var + sigma**2
+        return -0.5 * ((z - mean) ** 2).sum(1) / v - 0.5 * z.shape[1] * math.log(2 * math.pi * v)
+
+    g = torch.Generator().manual_seed(2)
+    z = mean + math.sqrt(var) * torch.randn(50, 3, generator=g, dtype=torch.float64)
+    lp, _ = ode_log_prob(score_fn, z, LADDER, terminal_log_prob=lambda x: log_q(x, LADDER.sigma_max), rtol=1e-7,
+                         atol=1e-7)
+    assert (lp - log_q(z, LADDER.sigma_min)).abs().max().item() < 1e-4
+    detached = lambda z, sigma: score_fn(z, sigma).detach()  # noqa: E731
+    try:
+        ode_log_prob(detached, z, LADDER)
+    except TypeError as e:
+        assert "no graph back to z" in str(e)
+    else:
+        raise AssertionError("a score with no graph must be refused")

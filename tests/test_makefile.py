@@ -1,4 +1,5 @@
 """The Makefile passes CKPT and DATASET as one argument each, never as shell code; ARGS splits into arguments.
+`make clean` keeps every run; `make clean-runs` lists what it deletes and deletes it only after a yes.
 `make install` takes torch's CPU build without a GPU, PyPI's CUDA build with one, and TORCH=cpu|cuda forces either."""
 import json
 import os
@@ -127,3 +128,52 @@ def test_install_stops_with_one_error_line(tmp_path, make_vars, index):
     assert len(errors) == 1 and errors[0].startswith("error: "), out.stdout
     assert DEFAULT not in installs(calls)
     assert not (tmp_path / "venv" / ".installed").exists()
+
+
+# -- clean and clean-runs: nothing a user made is deleted without a yes ------------------------------------------------
+def make_in(folder, *args, answer=None):
+    """This Makefile's target run in `folder` (never in the repository: its runs/ are a user's), answering `answer`."""
+    return subprocess.run(["make", "--no-print-directory", "-f", os.path.join(ROOT, "Makefile"), *args], cwd=folder,
+                          input=answer, capture_output=True, text=True, timeout=60)
+
+
+def user_files(tmp_path):
+    for path in ("runs/toy/20250101-000000/samples.png", "runs/digits/demo/adversarial/DONE", "wandb/offline-run/x",
+                 ".pytest_cache/v/x"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_clean_keeps_the_runs(tmp_path):
+    user_files(tmp_path)
+    out = make_in(tmp_path, "clean")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "runs/toy/20250101-000000/samples.png").is_file()
+    assert (tmp_path / "wandb/offline-run/x").is_file()
+    assert not (tmp_path / ".pytest_cache").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+@pytest.mark.parametrize("answer", [None, "n\n", "\n"])  # no answer (a script, CI), no, just Enter
+def test_clean_runs_lists_what_it_deletes_and_deletes_nothing_without_a_yes(tmp_path, answer):
+    user_files(tmp_path)
+    out = make_in(tmp_path, "clean-runs", answer=answer)
+    assert out.returncode != 0
+    listed = out.stdout.splitlines()
+    assert "  runs/toy/20250101-000000" in listed and "  runs/digits/demo" in listed and "  wandb" in listed
+    assert "nothing deleted" in out.stdout and "CONFIRM=yes" in out.stdout
+    assert (tmp_path / "runs/toy/20250101-000000/samples.png").is_file()
+    assert (tmp_path / "wandb/offline-run/x").is_file()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+@pytest.mark.parametrize("args, answer", [(["CONFIRM=yes"], None), ([], "y\n")])
+def test_clean_runs_deletes_the_runs_after_a_yes(tmp_path, args, answer):
+    user_files(tmp_path)
+    out = make_in(tmp_path, "clean-runs", *args, answer=answer)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "  runs/toy/20250101-000000" in out.stdout.splitlines()  # said what it deletes
+    assert out.stdout.rstrip().endswith("rm -rf runs wandb")  # the exact command it ran (after the question)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "wandb").exists()
+    assert (tmp_path / ".pytest_cache/v/x").is_file()  # only the runs

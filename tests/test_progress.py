@@ -1,7 +1,9 @@
 """Progress on every long wait: the training bar counts global steps toward max_steps across epochs, the CLI adds it
 by default, and the search's samplers, the metric classifier and feature extraction draw a bar on a terminal only,
-without changing what they compute."""
+without changing what they compute. Off a terminal (a log file; pytest's captured stdout) the fit prints a plain line
+every 5 % or 30 s instead of a bar."""
 import io
+import re
 import sys
 
 import lightning as L
@@ -11,7 +13,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dsls.callbacks.progress import StepProgressBar, progress
+from dsls.callbacks.progress import ProgressLines, StepProgressBar, on_a_terminal, progress
 
 
 class Terminal(io.StringIO):
@@ -62,6 +64,56 @@ def test_the_training_bar_counts_steps_toward_max_steps_across_epochs():
     assert {epoch for epoch, *_ in probe.seen} == {0, 1, 2}, probe.seen
     assert all(n == step and total == 8 for _, step, n, total in probe.seen), probe.seen  # never reset per epoch
     assert probe.seen[-1][1] == 8 and bar.train_progress_bar.unit == "step"
+
+
+class Printing(Tiny):
+    """Prints a line through Lightning when its fit ends, as the search prints its results table."""
+
+    def on_train_end(self):
+        self.print("sampler | modes")
+
+
+def fit_tiny(steps: int) -> None:
+    data = DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4)
+    trainer = L.Trainer(max_steps=steps, max_epochs=-1, callbacks=[StepProgressBar()], logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Printing(), data)
+
+
+def test_off_a_terminal_the_fit_prints_a_plain_line_every_5_percent(capsys):
+    fit_tiny(400)
+    out = capsys.readouterr().out  # not a terminal
+    steps = [int(m[1]) for m in re.finditer(r"^Printing: step (\d+)/400 \(\d+%\), .*step/s, ETA ", out, re.M)]
+    assert steps == list(range(20, 401, 20)), out  # 20 lines, not 400 redraws
+    assert "\r" not in out and "\nsampler | modes\n" in out  # the table starts on a line of its own
+
+
+def test_on_a_terminal_the_fit_draws_its_bar(monkeypatch):
+    term = Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    fit_tiny(40)
+    assert "\r" in term.getvalue() and "40/40" in term.getvalue() and "Printing: step" not in term.getvalue()
+
+
+def test_bars_redraw_on_a_terminal_or_in_a_notebook_only():
+    notebook = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})()  # says it is no terminal
+    assert on_a_terminal(Terminal()) and on_a_terminal(notebook)
+    assert not on_a_terminal(io.StringIO()) and not on_a_terminal(object())
+
+
+def test_progress_lines_come_every_5_percent_or_30_seconds(capsys):
+    now = [0.0]
+    lines = ProgressLines("adversarial", total=3000, initial=1000, clock=lambda: now[0])  # a fit resumed at 1000
+    shown = []
+    for n in range(1001, 3001):
+        now[0] += 0.5 if n <= 1200 else 0.01  # slow steps first: the 30 s rule, then the 5 % rule
+        if lines.due(n):
+            lines.write(n, {"train/d_loss": 0.61234})
+            shown.append(n)
+    # 1050: 5 % of 3000 crossed (25 s in); 1110, 1170: 30 s later each; then every 150 steps (5 %)
+    assert shown == [1050, 1110, 1170, *range(1200, 3001, 150)], shown
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "adversarial: step 1050/3000 (35%),  2.00step/s, ETA 16:15, train/d_loss=0.612", first
 
 
 class NoFit(L.Trainer):

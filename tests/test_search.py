@@ -11,6 +11,8 @@ import yaml
 from dsls.phases.search import LatentSearchModule
 from dsls.samplers import SAMPLERS, make_sampler
 
+from contract import assert_same_samples, assert_seed_matters  # tests/contract.py: the reproducibility contract
+
 # Small settings per sampler, so that each runs in a second on the toy checkpoint. A sampler registered later and not
 # named here runs with its defaults.
 QUICK = {"none": {}, "langevin": {"steps_per_level": 1}, "pc": {"levels": 3}, "ode": {"rtol": 1e-3, "atol": 1e-3}}
@@ -28,11 +30,6 @@ def load(out_dir, name: str) -> dict:
         return {k: f[k] for k in f.files}
 
 
-def assert_same_samples(a: dict, b: dict, what: str) -> None:
-    for key in ("z0", "z", "x"):
-        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{what}: {key} differs")
-
-
 @pytest.mark.parametrize("batch_size", [50, 7, 499])  # 7 and 499 leave ragged last batches (3 rows, 1 row)
 def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, tmp_path, batch_size):
     samplers = {"none": {}, "langevin": {"steps_per_level": 2}, "pc": {"levels": 4},
@@ -40,10 +37,12 @@ def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, tmp_path, batch_s
     kw = dict(num_samples=500, samplers=samplers, num_levels=4)
     search(toy_adv_ckpt, tmp_path / "small", batch_size=batch_size, **kw)
     search(toy_adv_ckpt, tmp_path / "b500", batch_size=500, **kw)
+    search(toy_adv_ckpt, tmp_path / "seed1", batch_size=500, seed=1, **kw)
     for name in samplers:
         a, b = load(tmp_path / "small", name), load(tmp_path / "b500", name)
         assert a["x"].shape == (500, 2)
         assert_same_samples(a, b, f"{name}, batch {batch_size} vs 500")
+        assert_seed_matters(b, load(tmp_path / "seed1", name), f"{name}, seed 0 vs 1")
     lang = load(tmp_path / "small", "langevin")
     assert not np.array_equal(lang["z"], lang["z0"])  # the search did move the latents
 

@@ -19,6 +19,8 @@ from dsls.guidance import LUMA, Luma, Masking, box_mask, random_pixel_mask
 from dsls.tasks import TaskError
 from dsls.tasks.inverse import operator_for, psnr
 
+from contract import assert_same_samples, assert_seed_matters  # tests/contract.py: the reproducibility contract
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -188,14 +190,15 @@ def test_evaluate_command_rejects_a_phase_1_checkpoint(digits_tiny, tmp_path):
     from dsls.phases.base import PhaseCheckpointError
     from dsls.tasks.evaluate import run_task
 
-    with pytest.raises(PhaseCheckpointError, match="is a reconstruction checkpoint"):
+    with pytest.raises(PhaseCheckpointError,
+                       match=r"is a reconstruction \(phase 1\) checkpoint, but this needs an adversarial"):
         run_task("inpaint", digits_tiny["ae"], str(tmp_path), [], num=4)
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     p = subprocess.run([sys.executable, "experiments/evaluate.py", "--ckpt", digits_tiny["ae"], "--task", "inpaint",
                         "--out", str(tmp_path / "cli")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("error:") and "reconstruction checkpoint" in last, p.stderr[-2000:]
+    assert last.startswith("error:") and "is a reconstruction (phase 1) checkpoint" in last, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "cli").exists()
 
@@ -212,8 +215,11 @@ def test_inverse_results_do_not_depend_on_the_batch(digits_tiny, task, kw):
     quiet = dict(sampler_name="langevin", settings={"steps_per_level": 2}, log=lambda *a: None, **kw)
     a = solve(model, truth, task, batch_size=13, **quiet)["arrays"]
     b = solve(model, truth, task, batch_size=5, **quiet)["arrays"]
-    for k in ("mask", "observed", "dsls", "baseline"):
+    other = solve(model, truth, task, batch_size=13, seed=1, **quiet)["arrays"]
+    for k in ("mask", "observed"):  # no arithmetic: exact
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_samples(a, b, f"{task} {kw}, batch 13 vs 5", keys=("dsls", "baseline"))  # tests/contract.py
+    assert_seed_matters(a, other, f"{task} {kw}, seed 0 vs 1", keys=("dsls",))
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 import lightning as L
 import torch
 
+from dsls.distributed import all_gather
 from dsls.metrics.fidelity import check_inception_weights, fidelity_metrics
 from dsls.samplers import Sampler, SamplerSettings, build_samplers, sample_indices
 
@@ -68,7 +69,7 @@ class FidelityMetrics(L.Callback):
         finally:
             for m, flag in modes.items():
                 m.training = flag
-        gathered = pl_module.all_gather(local)  # one collective for all samplers: (world, S, n, ...) if world > 1
+        gathered = all_gather(local)  # one collective for all samplers: (world, S, n, ...) if world > 1
         if world > 1:
             gathered = gathered.transpose(0, 1).flatten(1, 2)
         if not trainer.is_global_zero:
@@ -78,4 +79,6 @@ class FidelityMetrics(L.Callback):
         for name, x in zip(self.samplers, gathered[:, : self.num_samples].cpu()):
             res = fidelity_metrics(x, reference, self.reference_name, **self.metric_kw)
             logs.update({f"fidelity/{name}/{k}": float(v) for k, v in res.items() if isinstance(v, float)})
-        pl_module.log_dict(logs, rank_zero_only=True)
+        # rank 0 alone scores: with rank_zero_only Lightning syncs nothing, and sync_dist=True only says so (without
+        # it, Lightning advises to sync each epoch-level value under DDP)
+        pl_module.log_dict(logs, rank_zero_only=True, sync_dist=True)

@@ -1,6 +1,12 @@
 """Figures of a training phase, as PNGs in its folder and to the logger when it takes images (WandbLogger):
 at each validation <phase dir>/figures/step-*.png; at the end of training, phase 1's reconstruction pairs
-(reconstructions.png) and phase 2's accuracy of D per σ level (sigma_accuracy.png, numbers in sigma_accuracy.json)."""
+(reconstructions.png) and phase 2's accuracy of D per σ level (sigma_accuracy.png, numbers in sigma_accuracy.json).
+
+A second fit into the same phase folder never overwrites the first's: its files get a version suffix, as Lightning
+names a second last.ckpt last-v1.ckpt (figures-v1/, reconstructions-v1.png, sigma_accuracy-v1.png/.json; one suffix
+for all of a fit's files). A fit resumed from <name>-v<k>.ckpt of this phase folder (--ckpt_path) continues the run
+that wrote it, and replaces that run's files of version k: they would show a model that training has since moved on
+from. Resumed from another folder's checkpoint, it takes a new version here."""
 from __future__ import annotations
 
 import json
@@ -13,6 +19,7 @@ import torch
 
 from dsls.callbacks.plots import save_reconstructions, save_search_figure, save_sigma_accuracy
 from dsls.phases.reconstruction import unpack
+from dsls.run_folder import free_version, versioned
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 
 
@@ -46,14 +53,28 @@ class SampleFigures(L.Callback):
             panels = {"data": x, "reconstruction": r}
         else:
             panels = self._search_panels(pl_module)
-        path = os.path.join(trainer.default_root_dir, "figures", f"step-{trainer.global_step:07d}.png")
+        path = os.path.join(self._phase_file(trainer, "figures"), f"step-{trainer.global_step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         ref = None if pl_module.phase == "reconstruction" else getattr(pl_module, "dataset_name", None)  # data shown
         save_search_figure(path, {k: v.float().cpu().numpy() for k, v in panels.items()}, {}, ref)
         _log_image(trainer, f"{pl_module.phase}/samples", path)
 
     # -- the end of training -------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """This fit's file version: after Lightning has read --ckpt_path (trainer.ckpt_path), before any figure."""
+        root, names = trainer.default_root_dir, ("figures", "reconstructions.png", "sigma_accuracy.png",
+                                                 "sigma_accuracy.json")
+        resumed = trainer.ckpt_path  # a checkpoint of another folder's run: a new version here
+        inside = resumed and os.path.realpath(str(resumed)).startswith(os.path.realpath(root) + os.sep)
+        self._version = free_version([os.path.join(root, n) for n in names], resumed if inside else None)
+
+    def _phase_file(self, trainer: L.Trainer, name: str) -> str:
+        """<phase dir>/<name>, with this fit's version suffix (the module docstring)."""
+        os.makedirs(trainer.default_root_dir, exist_ok=True)  # a run without logger or checkpoints has not made it
+        return versioned(os.path.join(trainer.default_root_dir, name), getattr(self, "_version", 0))
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.check_weights()  # a diverged phase fails (PhaseModule.on_train_end), before figures of NaNs
         if not trainer.is_global_zero or trainer.datamodule is None:
             return
         was_training = pl_module.training
@@ -74,7 +95,7 @@ class SampleFigures(L.Callback):
 
     def _save_reconstructions(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         x, r = self._reconstructions(trainer, pl_module, n=500 if len(pl_module.autoencoder.data_shape) == 1 else 50)
-        path = _phase_file(trainer, "reconstructions.png")
+        path = self._phase_file(trainer, "reconstructions.png")
         save_reconstructions(path, x.float().cpu().numpy(), r.float().cpu().numpy(),
                              f"data → reconstruction, step {trainer.global_step}")
         _log_image(trainer, "reconstruction/pairs", path)
@@ -82,7 +103,7 @@ class SampleFigures(L.Callback):
     def _save_sigma_accuracy(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sigmas, acc_q, acc_p, n = sigma_accuracy(pl_module, trainer.datamodule.val_dataloader(), self.accuracy_codes,
                                                  self.seed)
-        path = _phase_file(trainer, "sigma_accuracy.png")
+        path = self._phase_file(trainer, "sigma_accuracy.png")
         with open(os.path.splitext(path)[0] + ".json", "w") as f:
             json.dump({"step": trainer.global_step, "num_codes": n, "sigmas": sigmas, "acc_q": acc_q, "acc_p": acc_p},
                       f, indent=2)
@@ -111,11 +132,6 @@ def sigma_accuracy(pl_module, loader, max_codes: int = 2048, seed: int = 0):
         acc_q.append(float((pl_module.discriminator(z + sigma * eq, s) > 0).float().mean()))
         acc_p.append(float((pl_module.discriminator(ep * math.sqrt(1 + sigma**2), s) < 0).float().mean()))
     return sigmas, acc_q, acc_p, int(len(z))
-
-
-def _phase_file(trainer: L.Trainer, name: str) -> str:
-    os.makedirs(trainer.default_root_dir, exist_ok=True)  # a run without logger or checkpoints has not made it
-    return os.path.join(trainer.default_root_dir, name)
 
 
 def _log_image(trainer: L.Trainer, key: str, path: str) -> None:

@@ -148,7 +148,7 @@ class AdversarialModule(LatentPhase):
         """Training metrics on the logger's steps (and the first and last) only: a self.log call costs about as much as
         a small D step."""
         if stage == "val":
-            self.log_dict(metrics, prog_bar=True, on_epoch=True)
+            self.log_dict(metrics, prog_bar=True, on_epoch=True, sync_dist=True)  # the mean over every rank's batches
             return
         t, step = self.trainer, self.global_step + 1  # the step being taken
         every = t.log_every_n_steps
@@ -260,7 +260,8 @@ class AdversarialModule(LatentPhase):
                     lq = self.discriminator(z + sigma * torch.randn_like(z), s)
                     lp = self.discriminator(torch.randn_like(z) * math.sqrt(1 + sigma**2), s)
                     self.log_dict({f"val_sigma/acc_q@{sigma:.3g}": (lq > 0).float().mean(),
-                                   f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True)
+                                   f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True,
+                                  sync_dist=True)
 
     def configure_optimizers(self):
         """One Adam, a parameter group each for D and (joint) E, G; the schedule is read lazily, as total_steps is

@@ -2,6 +2,7 @@
 that learn on the codes of a phase-1 autoencoder (D, the latent classifier)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -14,7 +15,7 @@ import torch
 from dsls.noise import SigmaLadder
 
 PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline",
-          "latent_classifier": "latent classifier"}
+          "latent_classifier": "latent classifier", "search": "phase 3, search.ckpt"}
 FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt",
             "latent_classifier": "--model.classifier_ckpt"}
 
@@ -60,6 +61,26 @@ class ConfigError(ValueError):
     The `dsls` command prints it as one line (dsls.cli.USER_ERRORS)."""
 
 
+class CheckpointPending(Exception):
+    """A checkpoint that an earlier phase of this run has not written yet: raised instead of PhaseCheckpointError
+    while the pipeline checks every phase's settings before phase 1 trains (`pending_checkpoints`). A module's
+    __init__ checks its own settings before it loads a checkpoint, so reaching this means they all passed."""
+
+
+_PENDING: set[str] = set()  # absolute paths: see pending_checkpoints
+
+
+@contextlib.contextmanager
+def pending_checkpoints(paths):
+    """Within the block, loading one of `paths` that does not exist yet raises CheckpointPending."""
+    added = {os.path.abspath(p) for p in paths} - _PENDING
+    _PENDING.update(added)
+    try:
+        yield
+    finally:
+        _PENDING.difference_update(added)
+
+
 def _an(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
@@ -95,6 +116,8 @@ def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[
     if not path:
         raise PhaseCheckpointError(f"{flag} is required: pass {_describe(expected)}.")
     if not os.path.isfile(path):
+        if os.path.abspath(path) in _PENDING:
+            raise CheckpointPending(path)
         raise PhaseCheckpointError(
             f"{flag}={path} does not exist. Pass {_describe(expected)}, "
             f"e.g. runs/<dataset>/<run>/{expected[0]}/checkpoints/last.ckpt."
@@ -154,7 +177,17 @@ class PhaseModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(self._train_rng["cuda"])
             self._train_rng = None
 
+    def check_weights(self) -> None:
+        """Fail on NaN/Inf weights (dsls.phases.finite), so that no checkpoint or DONE stamp hides a diverged phase."""
+        from dsls.phases.finite import check_finite_weights
+
+        check_finite_weights(self, f"by step {self.trainer.global_step}" if self._trainer is not None else "")
+
+    def on_train_end(self) -> None:
+        self.check_weights()  # the end of a fit, whether or not its last steps were saved
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.check_weights()  # before Lightning writes anything: the previous last.ckpt stays as it was
         checkpoint["dsls_phase"] = self.phase
         checkpoint["dsls_dataset"] = self.dataset_name
         # The noise D trains on comes from the global RNG: keep its state so a resumed run continues the stream.

@@ -71,7 +71,7 @@ class LatentClassifierModule(LatentPhase):
         loss, logits = noisy_cross_entropy(self.classifier, z, y, sigma, noise)
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({f"{stage}/ce": loss, f"{stage}/acc": acc}, prog_bar=True, on_step=stage == "train",
-                      on_epoch=True)
+                      on_epoch=True, sync_dist=True)  # (epoch means over every rank's batches under DDP)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -83,7 +83,8 @@ class LatentClassifierModule(LatentPhase):
             x, y = batch
             z = self.autoencoder.encode(x)
             s = torch.full((len(z),), self.ladder.sigma_min, device=z.device)
-            self.log("val/acc_sigma_min", (self.classifier(z, s).argmax(-1) == y).float().mean(), on_epoch=True)
+            self.log("val/acc_sigma_min", (self.classifier(z, s).argmax(-1) == y).float().mean(), on_epoch=True,
+                     sync_dist=True)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.classifier.parameters(), lr=self.hparams.c_lr,

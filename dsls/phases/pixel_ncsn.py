@@ -85,7 +85,7 @@ class PixelNCSNModule(PhaseModule):
         net = self.score_net if stage == "train" else self.sampling_net  # validate the weights that sample
         noise = torch.randn_like(x)
         loss = dsm(net(x + sigma.view(-1, *([1] * (x.dim() - 1))) * noise, sigma), sigma, noise, reduction="mean")
-        self.log(f"{stage}/dsm", loss, prog_bar=True, on_epoch=True, on_step=stage == "train")
+        self.log(f"{stage}/dsm", loss, prog_bar=True, on_epoch=True, on_step=stage == "train", sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -95,7 +95,7 @@ class ReconstructionModule(PhaseModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x = unpack(batch)
         loss = F.mse_loss(self.autoencoder.decode(self.autoencoder.encode(x)), x)
-        self.log(f"{stage}/recon", loss, prog_bar=True, on_step=stage == "train", on_epoch=True)
+        self.log(f"{stage}/recon", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):

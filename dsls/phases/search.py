@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from dsls.distributed import all_gather
+from dsls.interrupts import stop_on_sigterm
 from dsls.phases.base import frozen_from_checkpoint, init_args, load_phase_checkpoint
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
@@ -63,7 +65,14 @@ class LatentSearchModule(L.LightningModule):
         data set's metric classifier, not the guiding one)."""
         super().__init__()
         hp = init_args(locals())
+        # the settings first, before any checkpoint is read: the pipeline checks them before phase 1 trains
         chosen = build_samplers(samplers)
+        if num_samples < 1 or batch_size < 1:
+            raise TaskError(f"--model.num_samples and --model.batch_size must be >= 1, got {num_samples} and "
+                            f"{batch_size}")
+        if classifier_ckpt and labels is None:  # a classifier that guides nothing would be ignored silently
+            raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
+                            "(sample i gets class i mod K) or --model.labels=<class>")
         self.save_hyperparameters({**hp, "samplers": {n: s.settings() for n, s in chosen.items()}})  # plain data
         self.model: SamplingModel = load_sampling_model(ckpt)
         pixel = self.model.phase == "pixel_ncsn"
@@ -73,12 +82,6 @@ class LatentSearchModule(L.LightningModule):
         self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
         self.score = self.model.score_fn()
-        if num_samples < 1 or batch_size < 1:
-            raise TaskError(f"--model.num_samples and --model.batch_size must be >= 1, got {num_samples} and "
-                            f"{batch_size}")
-        if classifier_ckpt and labels is None:  # a classifier that guides nothing would be ignored silently
-            raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
-                            "(sample i gets class i mod K) or --model.labels=<class>")
         self.guidance = None if labels is None else GuidedGeneration.load(classifier_ckpt, self.model, labels,
                                                                           guidance_scale)
         self._outputs: list[dict] = []
@@ -147,6 +150,11 @@ class LatentSearchModule(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._search(batch)
 
+    def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0) -> None:
+        stop_on_sigterm(self.trainer)  # SIGTERM: stop at the next batch (Lightning's predict loop never looks)
+
+    on_test_batch_start = on_predict_batch_start
+
     # -- gather across ranks, de-duplicate padded indices, write the contract -------------------------------
     def _gather(self, name: str, key: str) -> torch.Tensor:
         """Concatenate every rank's outputs. Ranks can hold different counts (predict does not pad), so pad to the
@@ -155,10 +163,10 @@ class LatentSearchModule(L.LightningModule):
         if self.trainer.world_size == 1:
             return local
         local = local.to(self.device)  # NCCL gathers device tensors
-        counts = self.all_gather(torch.tensor(len(local), device=self.device)).tolist()
+        counts = all_gather(torch.tensor(len(local), device=self.device)).tolist()
         padded = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=local.device)
         padded[: len(local)] = local
-        parts = self.all_gather(padded)
+        parts = all_gather(padded)
         return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
     def _finish(self) -> None:
@@ -168,6 +176,7 @@ class LatentSearchModule(L.LightningModule):
 
         hp = self.hparams
         out_dir = hp.out_dir or self.trainer.default_root_dir
+        stop_on_sigterm(self.trainer, every_rank=True)  # SIGTERM: no samples, results or search.ckpt, on any rank
         results, arrays, trajs = {}, {}, {}
         for name, sampler in self.samplers.items():  # every collective first: nothing below can strand a rank
             key = self.key_prefix + name
@@ -223,7 +232,12 @@ def load_sampling_model(ckpt: Optional[str]) -> SamplingModel:
     from dsls.phases.adversarial import AdversarialModule
     from dsls.phases.pixel_ncsn import PixelNCSNModule
 
+    from dsls.phases.finite import check_finite_weights
+
     ck = load_phase_checkpoint(ckpt, ("adversarial", "pixel_ncsn"), flag="--model.ckpt")
     if ck["dsls_phase"] == "pixel_ncsn":
-        return frozen_from_checkpoint(PixelNCSNModule, ck)
-    return frozen_from_checkpoint(AdversarialModule, ck, autoencoder_ckpt=None)
+        model = frozen_from_checkpoint(PixelNCSNModule, ck)
+    else:
+        model = frozen_from_checkpoint(AdversarialModule, ck, autoencoder_ckpt=None)
+    check_finite_weights(model, f"in --model.ckpt={ckpt}", loaded=True)  # else the search would blame its step size
+    return model

@@ -28,6 +28,29 @@ SamplerSettings.__doc__ = "The samplers a search runs (the fields that are set),
 DEFAULT_SAMPLERS = ("none", "langevin")  # what a search runs when its config names no samplers
 
 
+def _cli_value(value) -> str:
+    """A default as the command line writes it (YAML: null, true, false)."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def settings_help() -> str:
+    """Every registered sampler with its settings and their defaults, one sampler a line: the end of `dsls predict
+    --help` (dsls.help). Built from the registry, so a new sampler or setting is listed without editing any text."""
+    lines = [f"Samplers ({', '.join(SAMPLERS)}): the search runs the ones its config sets, and null turns one off. "
+             "Set a setting with --model.samplers.<name>.<setting>=value, e.g. --model.samplers.langevin.eps0=1.0e-3. "
+             "The settings a config leaves unset take these defaults:"]
+    for name, cls in SAMPLERS.items():
+        values = ", ".join(f"{f.name}={_cli_value(_default(f))}" for f in dataclasses.fields(cls))
+        lines.append(f"  {name}: {values or '(no settings)'}")
+    return "\n".join(lines)
+
+
 def build_samplers(spec=None, default=DEFAULT_SAMPLERS) -> dict[str, Sampler]:
     """name → Sampler from a SamplerSettings, a mapping {name: {setting: value}} or a list of names (default
     settings). A spec that names no sampler (None, {}, an empty SamplerSettings) gives `default`."""

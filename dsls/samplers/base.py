@@ -125,19 +125,32 @@ def sample_indices(model, sampler: Sampler, score_fn: ScoreFn, ladder: SigmaLadd
         score_fn = score_fn.plus(*terms(rows))
     n0 = PerSampleRNG.for_indices(seed, rows, "start", model.device).randn(1, model.latent_shape)[0]
     rng = PerSampleRNG.for_indices(seed, rows, sampler.name, model.device)
-    out = sampler.sample(score_fn, n0, ladder, rng, track=min(track, n))
+    try:
+        out = sampler.sample(score_fn, n0, ladder, rng, track=min(track, n))
+    except SearchDiverged as e:  # counted on the rows of `indices`, not on pad_rows' copies of the last
+        raise e.of_rows(n) from None
     with torch.no_grad():
         x = model.decode(out.z)[:n]
     return SamplerOutput(z0=out.z0[:n], z=out.z[:n], nfe=out.nfe, trajectory=out.trajectory), x
 
 
+class SearchDiverged(FloatingPointError):
+    """Latents became NaN/Inf. bad: which rows (a bool per row); the message counts them. sample_indices cuts the
+    rows back to the real samples (of_rows), so that pad_rows' copies are never counted."""
+
+    def __init__(self, bad: torch.Tensor, where: str):
+        self.bad, self.where = bad, where
+        super().__init__(f"search diverged: the latents of {int(bad.sum())} of the {len(bad)} samples in a batch "
+                         f"became NaN/Inf {where}. "
+                         "Lower the step size (eps0, snr) or check D's checkpoint.")
+
+    def of_rows(self, n: int) -> "SearchDiverged":
+        return SearchDiverged(self.bad[:n], self.where)
+
+
 def check_finite(z: torch.Tensor, where: str) -> None:
     if not torch.isfinite(z).all():
-        bad = (~torch.isfinite(z)).flatten(1).any(1).sum().item()
-        raise FloatingPointError(
-            f"search diverged: {bad} latent(s) became NaN/Inf {where}. Lower the step size (eps0, snr) or check "
-            "D's checkpoint."
-        )
+        raise SearchDiverged((~torch.isfinite(z)).flatten(1).any(1).cpu(), where)
 
 
 def check_level(flags: list[torch.Tensor], z: torch.Tensor, level: int, sigma: float) -> None:

@@ -13,6 +13,7 @@ import torch
 from torchdiffeq import odeint
 
 from dsls.callbacks.progress import progress
+from dsls.phases.base import ConfigError
 from dsls.samplers.base import Sampler, SamplerOutput, check_finite, check_positive, denoise, register
 
 
@@ -70,10 +71,10 @@ class ProbabilityFlow(Sampler):
     def __post_init__(self):
         check_positive(self, rtol=self.rtol, atol=self.atol)
         if self.method not in ADAPTIVE + FIXED_STEP:
-            raise ValueError(f"sampler 'ode': unknown method {self.method!r}; adaptive: {', '.join(ADAPTIVE)}; "
+            raise ConfigError(f"sampler 'ode': unknown method {self.method!r}; adaptive: {', '.join(ADAPTIVE)}; "
                              f"fixed-step (with steps): {', '.join(FIXED_STEP)}")
         if self.method in FIXED_STEP and (self.steps is None or self.steps < 2):
-            raise ValueError(f"sampler 'ode': method {self.method!r} takes fixed steps; set steps >= 2 "
+            raise ConfigError(f"sampler 'ode': method {self.method!r} takes fixed steps; set steps >= 2 "
                              f"(the σ grid's size), got {self.steps}")
 
     def sample(self, score_fn, n0, ladder, rng, track=0) -> SamplerOutput:

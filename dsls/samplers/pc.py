@@ -12,6 +12,7 @@ from typing import Literal, Optional
 import torch
 
 from dsls.callbacks.progress import progress
+from dsls.phases.base import ConfigError
 from dsls.samplers.base import Sampler, SamplerOutput, check_level, check_positive, denoise, register
 
 
@@ -39,13 +40,13 @@ class PredictorCorrector(Sampler):
     def __post_init__(self):
         check_positive(self, snr=self.snr)
         if self.corrector_steps < 0 or (self.levels is not None and self.levels < 2):
-            raise ValueError(f"sampler 'pc': need corrector_steps >= 0 and levels >= 2 (or null for the ladder's), "
+            raise ConfigError(f"sampler 'pc': need corrector_steps >= 0 and levels >= 2 (or null for the ladder's), "
                              f"got {self.corrector_steps} and {self.levels}")
 
     def sample(self, score_fn, n0, ladder, rng, track=0) -> SamplerOutput:
         grid = ladder.with_overrides(num_levels=self.levels).sigmas.tolist()
         if len(grid) < 2:  # no step to take: the start noise would be returned as a 'sample'
-            raise ValueError(f"sampler 'pc' needs at least 2 σ levels, the ladder has {len(grid)}: set its levels")
+            raise ConfigError(f"sampler 'pc' needs at least 2 σ levels, the ladder has {len(grid)}: set its levels")
         z = ladder.initial_latent(n0, self.init)
         z0, traj, nfe = z.clone(), [z[:track].clone()] if track else [], 0
         levels = progress(zip(grid[:-1], grid[1:]), desc="pc: σ levels", total=len(grid) - 1, unit="level")

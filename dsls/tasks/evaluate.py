@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from dsls.pipeline import deep_merge, parse_overrides, sampler_flag_hint
+from dsls.overrides import deep_merge, parse_overrides, sampler_flag_hint
+from dsls.runs import check_writable
 from dsls.tasks import TaskError
 
 LEGACY_KEYS = ("eps0", "steps_per_level", "denoise", "init")  # sampler settings that were module arguments once
@@ -41,16 +42,13 @@ def _legacy_samplers(hp: dict) -> dict:
 
 def search_settings(ckpt_path: str) -> dict:
     """The LatentSearchModule arguments a checkpoint implies (see the module docstring); samplers as a mapping."""
-    from dsls.phases.base import PhaseCheckpointError
+    from dsls.phases.base import load_phase_checkpoint
 
-    if not os.path.isfile(ckpt_path):
-        raise PhaseCheckpointError(f"--ckpt={ckpt_path} does not exist: pass <run>/adversarial/checkpoints/last.ckpt "
-                                   "or <run>/search.ckpt.")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values only: no code runs
-    phase = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
+    ckpt = load_phase_checkpoint(ckpt_path, ("adversarial", "pixel_ncsn", "search"), flag="--ckpt")  # no code runs
+    phase = ckpt["dsls_phase"]
     if phase == "search":
         hp = {**{k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}, "out_dir": None}
-    elif phase in ("adversarial", "pixel_ncsn"):
+    else:  # adversarial, pixel_ncsn
         saved = Path(ckpt_path).resolve().parents[2] / "config.yaml"  # <run>/adversarial/checkpoints/x.ckpt
         hp = {}
         if saved.is_file():
@@ -58,10 +56,6 @@ def search_settings(ckpt_path: str) -> dict:
             if model.get("class_path", "").endswith("LatentSearchModule"):
                 hp = dict(model.get("init_args") or {}, out_dir=None)
         hp["ckpt"] = ckpt_path
-    else:
-        what = f"a {phase}" if phase else "not a dsls"
-        raise PhaseCheckpointError(f"--ckpt={ckpt_path} is {what} checkpoint; evaluate.py takes a phase-2 "
-                                   "(adversarial) or pixel_ncsn checkpoint, or a search.ckpt.")
     hp = _legacy_samplers(hp)
     if not isinstance(hp.get("samplers"), dict):  # a list of names, or none saved: the defaults as a mapping
         from dsls.samplers import build_samplers
@@ -112,8 +106,11 @@ SAME_SEARCH_KEYS = ("num_samples", "seed", "sigma_max", "sigma_min", "num_levels
 
 def check_same_search(hp: dict) -> None:
     """Samples in out_dir are reused only if its search.ckpt says they came from this checkpoint and these settings."""
+    from dsls.phases.base import load_phase_checkpoint
+
     path = os.path.join(hp["out_dir"], "search.ckpt")
-    saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"] if os.path.isfile(path) else {}
+    saved = load_phase_checkpoint(path, "search", flag=f"the reused samples' {path}")["hyper_parameters"] \
+        if os.path.isfile(path) else {}
     from dsls.samplers import build_samplers
 
     settings = lambda h: {n: s.settings() for n, s in build_samplers(h.get("samplers")).items()}  # noqa: E731
@@ -158,6 +155,7 @@ def resolve_task(ckpt: str, out_dir: str | None, overrides) -> tuple[dict, dict,
     hp, trainer_kw = resolve(ckpt, list(overrides))
     hp["out_dir"] = out_dir or os.path.join(Path(hp["ckpt"]).resolve().parents[2],
                                             f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_writable(hp["out_dir"], "--out")  # before the search, not at its first save
     device = "cpu" if trainer_kw.get("accelerator") == "cpu" or not torch.cuda.is_available() else "cuda"
     return hp, trainer_kw, device
 

@@ -113,6 +113,7 @@ def run_interpolation(model, out_dir: str, pairs: int = PAIRS, steps: int = STEP
                       sigma_top=SIGMA_TOP, rtol: float = 1e-5, atol: float = 1e-5, ladder=None) -> dict:
     """Interpolate `pairs` pairs of held-out points (validation rows 0..2·pairs−1); the logit threshold comes from
     the next `reference_codes` held-out codes. Writes the npz, the PNG and results.json["interpolate"]."""
+    from dsls.checkpoints import save_npz
     from dsls.runs import merge_results
     from dsls.tasks.heldout import heldout_codes
 
@@ -150,7 +151,7 @@ def run_interpolation(model, out_dir: str, pairs: int = PAIRS, steps: int = STEP
               f"{entry[name]['path_energy']:.4g}", flush=True)
     entry["seconds"] = time.perf_counter() - t0
     os.makedirs(out_dir, exist_ok=True)
-    np.savez(os.path.join(out_dir, "interpolate.npz"), **arrays)
+    save_npz(os.path.join(out_dir, "interpolate.npz"), **arrays)  # atomic: a full disk keeps no half file
     save_interpolation_figure(os.path.join(out_dir, "interpolate.png"), arrays["linear"], arrays["dsls"],
                               model.dataset_name)
     merge_results(os.path.join(out_dir, "results.json"), {"interpolate": entry})

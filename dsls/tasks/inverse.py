@@ -130,6 +130,7 @@ def run_inverse(model, task: str, out_dir: str, n: int = NUM_IMAGES, options: di
                 **solve_kw) -> dict:
     """Solve `task` on the first n held-out images and write the npz, the PNG and results.json["<task>"]; an
     out_dir that already holds this task's results is refused (nothing is overwritten)."""
+    from dsls.checkpoints import save_npz
     from dsls.metrics.samples import metric_kind, sample_metrics
     from dsls.runs import merge_results
     from dsls.tasks.heldout import heldout_data
@@ -148,7 +149,7 @@ def run_inverse(model, task: str, out_dir: str, n: int = NUM_IMAGES, options: di
     print(f"{task}: {len(truth)} held-out images, latent DPS with w = {solve_kw.get('scale', SCALE)}", flush=True)
     out = solve(model, truth, task, **solve_kw)
     os.makedirs(out_dir, exist_ok=True)
-    np.savez(os.path.join(out_dir, f"inverse-{task}.npz"), **out["arrays"])
+    save_npz(os.path.join(out_dir, f"inverse-{task}.npz"), **out["arrays"])  # atomic: a full disk keeps no half
     save_inverse_figure(os.path.join(out_dir, f"inverse-{task}.png"), out["arrays"])
     entry = {**out["metrics"], **out["info"]}
     try:  # the npz is on disk before any metric can fail

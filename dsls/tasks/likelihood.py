@@ -11,7 +11,6 @@ the model's score, not a data NLL: the decoder is deterministic.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -74,8 +73,9 @@ def evaluate_likelihood(hp: dict, out_dir: str, samplers: Sequence[str], n: int 
         print(f"mean log q = {out[name]['mean_log_prob']:.4g} nats, {out[name]['nfe']} NFE, "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "likelihood.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    from dsls.checkpoints import save_json
+
+    save_json(os.path.join(out_dir, "likelihood.json"), out, indent=2)  # atomic: a full disk keeps no half file
     return out
 
 
