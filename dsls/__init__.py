@@ -18,3 +18,17 @@ LATE_OMP_WARNING = (
 if "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:  # a policy the user set is theirs to keep
     warnings.warn(LATE_OMP_WARNING, RuntimeWarning)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def __getattr__(name: str):
+    """`dsls.load` and `dsls.LatentModel`, imported on first use: `import dsls` (and `import dsls.noise`) stay free of
+    Lightning, which the loader needs (it rebuilds checkpoints with their phase modules)."""
+    if name in ("load", "LatentModel"):
+        from dsls import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'dsls' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "load", "LatentModel"])  # tab completion lists the lazy names too

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from dsls.overrides import ALL_PHASES, PHASES, deep_merge, join_values, parse_overrides, phase_args
+from dsls.nested import deep_merge, parse_overrides
+from dsls.overrides import ALL_PHASES, PHASES, join_values, phase_args
 from dsls.pipeline import run_pipeline
 
 FIT_PHASES = [p for p in ALL_PHASES if p[1] == "fit" and p[0] != "latent_classifier"]  # what the ablation compares

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
 
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
 
 
 class DSLSArgumentParser(LightningArgumentParser):

@@ -1,18 +1,19 @@
-"""Saves that are never left half-written: checkpoints, the search's files (dsls.runs) and the tasks' outputs.
+"""Checkpoint I/O at the bottom of the package: strict reading (a dsls checkpoint of an expected phase, tensors and
+plain data only) and saves that are never left half-written (checkpoints, the search's files, the tasks' outputs).
 
 A file is written to a temporary file in its own folder, flushed and fsynced, then renamed onto its name: a rename
 within one file system is atomic, so a reader sees the previous file or the new one, whole. Lightning's own save
 writes to /tmp and copies across file systems: a full disk there left a truncated last.ckpt that --resume refused.
 A failed save removes its temporary file, keeps any previous file, and raises SaveError, whose message is one line
-(dsls.cli prints it as `error: …`). Bottom layer: imports torch, numpy and lightning only.
+(dsls.cli prints it as `error: …`). Bottom layer: imports torch, numpy, lightning and dsls.errors only.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
+import re
 import secrets
 from typing import IO, Any, Callable, Optional
 
@@ -21,26 +22,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-# what to do about the errors a save meets in practice; any other: the OS's words and "fix that"
-_FIXES = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
-          errno.EACCES: "make its folder writable", errno.EPERM: "make its folder writable",
-          errno.EROFS: "save to a writable disk", errno.EFBIG: "raise the file size limit (ulimit -f)"}
-
-
-class SaveError(OSError):
-    """A save that failed and left nothing half-written. `then`: what to run next (set by the command that knows
-    it, e.g. `resume with: dsls fit … --ckpt_path last`); str(): one line for the user."""
-
-    def __init__(self, path: str, cause: OSError, existed: bool):
-        super().__init__(cause.errno, cause.strerror, path)
-        self.path, self.cause, self.existed, self.then = path, cause, existed, "then run it again"
-
-    def __str__(self) -> str:
-        what = os.strerror(self.errno) if self.errno else str(self.cause)
-        name = os.path.basename(self.path)
-        kept = f"the previous {name} is intact" if self.existed else f"no {name} was left behind"
-        fix = _FIXES.get(self.errno, "fix that")
-        return f"{what[:1].lower()}{what[1:]} while saving {self.path} ({kept}): {fix}, {self.then}"
+from dsls.errors import CheckpointPending, PhaseCheckpointError, SaveError  # noqa: F401  (SaveError: importable here)
 
 
 def _fsync_folder(folder: str) -> None:
@@ -104,3 +86,73 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         save_torch(checkpoint, path)
+
+
+# -- reading: a checkpoint must be a dsls checkpoint of an expected phase -------------------------------------
+PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline",
+          "latent_classifier": "latent classifier", "search": "phase 3, search.ckpt"}
+FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt",
+            "latent_classifier": "--model.classifier_ckpt"}
+
+
+_PENDING: set[str] = set()  # absolute paths: see pending_checkpoints
+
+
+@contextlib.contextmanager
+def pending_checkpoints(paths):
+    """Within the block, loading one of `paths` that does not exist yet raises CheckpointPending."""
+    added = {os.path.abspath(p) for p in paths} - _PENDING
+    _PENDING.update(added)
+    try:
+        yield
+    finally:
+        _PENDING.difference_update(added)
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _describe(phases: tuple[str, ...]) -> str:
+    return " or ".join(f"{_an(p)} ({PHASES[p]}) checkpoint" for p in phases)
+
+
+def _read(path, flag: str, expected: tuple[str, ...]) -> object:
+    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint cannot run code when
+    loaded (Lightning's own --ckpt_path loading does the same). Every dsls checkpoint is such data."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:
+        raise PhaseCheckpointError(f"{flag}={path} cannot be read ({e.strerror}): check its permissions.") from e
+    except Exception as e:  # a damaged file fails anywhere in the zip reader (OSError too) or the unpickler
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked:
+            raise PhaseCheckpointError(
+                f"{flag}={path} holds Python objects ({blocked[1]}) that dsls never saves; it is refused because "
+                f"loading it could run code. Pass {_describe(expected)} written by dsls.") from e
+        raise PhaseCheckpointError(
+            f"{flag}={path} is not a readable checkpoint (truncated or corrupt?). Pass {_describe(expected)}; "
+            "if it was copied from elsewhere, copy it again.") from e
+
+
+def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[str, ...],
+                          flag: str | None = None) -> dict:
+    """Load a checkpoint and check it was written by an `expected` phase, with an error that names the fix.
+    Loads tensors and plain data only (weights_only=True): a file that needs other objects is refused, never run."""
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    flag = flag or FLAG_FOR[expected[0]]
+    if not path:
+        raise PhaseCheckpointError(f"{flag} is required: pass {_describe(expected)}.")
+    if not os.path.isfile(path):
+        if os.path.abspath(path) in _PENDING:
+            raise CheckpointPending(path)
+        raise PhaseCheckpointError(
+            f"{flag}={path} does not exist. Pass {_describe(expected)}, "
+            f"e.g. runs/<dataset>/<run>/{expected[0]}/checkpoints/last.ckpt."
+        )
+    ckpt = _read(path, flag, expected)
+    found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
+    if found not in expected:
+        what = f"{_an(found)} ({PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
+        raise PhaseCheckpointError(f"{flag}={path} is {what}, but this needs {_describe(expected)}.")
+    return ckpt

@@ -32,15 +32,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import dsls.quiet  # noqa: F401  (silences the known messages that say nothing about the run)
 from dsls.arguments import DSLSArgumentParser, check_sampler_names
 from dsls.callbacks.progress import StepProgressBar
-from dsls.checkpoints import AtomicCheckpointIO, SaveError
-from dsls.data.images import CorruptDataError, MissingDataError
+from dsls.checkpoints import AtomicCheckpointIO
+from dsls.errors import USER_ERRORS, CheckpointPending, ConfigError, PhaseCheckpointError, TaskError, user_error  # noqa: F401
 from dsls.help import add_search_help
 from dsls.interrupts import Interrupted, SaveLastOnSigterm, after_failed_save, command_interrupted, interrupted
-from dsls.metrics.fidelity import MissingWeightsError
-from dsls.phases.base import CheckpointPending, ConfigError, PhaseCheckpointError, load_phase_checkpoint
-from dsls.run_folder import lock_scope, take_lock
+from dsls.phases.base import load_phase_checkpoint
+from dsls.run_folder import default_run_dir, lock_scope, take_lock
 from dsls.runs import check_writable
-from dsls.tasks import TaskError
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -164,8 +162,8 @@ class DSLSCLI(LightningCLI):
         run_dir = cfg.run_dir
         if run_dir is None:
             ckpt = cfg.model.init_args.get("ckpt") if phase == "search" else None
-            run_dir = (str(Path(ckpt).resolve().parents[2]) if ckpt and Path(ckpt).is_file()
-                       else os.path.join("runs", _dataset_of(cfg), time.strftime("%Y%m%d-%H%M%S")))
+            run_dir = (str(Path(ckpt).resolve().parents[2]) if ckpt and Path(ckpt).is_file() else default_run_dir(
+                lambda: os.path.join("runs", _dataset_of(cfg), time.strftime("%Y%m%d-%H%M%S"))))
         cfg.run_dir = run_dir
         if phase == "search":  # the search writes beside its samples: --model.out_dir, else the run folder
             phase_dir = cfg.model.init_args.get("out_dir") or run_dir
@@ -263,23 +261,6 @@ def main(args=None, run: bool = True, parse_only: bool = False, **kwargs) -> DSL
         return cli(subclass_mode_model=True, subclass_mode_data=True, save_config_callback=RunConfigCallback,
                    save_config_kwargs={"overwrite": True}, args=args, run=run, auto_configure_optimizers=False,
                    parser_class=DSLSArgumentParser, parser_kwargs={"parser_mode": "omegaconf"}, **kwargs)
-
-
-# errors whose message says what to do: printed as one line, no traceback (FloatingPointError: a diverged search)
-USER_ERRORS = (MissingDataError, CorruptDataError, MissingWeightsError, PhaseCheckpointError, ConfigError, TaskError,
-               FloatingPointError, SaveError)
-
-
-def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
-    """The first error of `kinds` in e's chain, as its traceback shows it (__cause__, else an unsuppressed
-    __context__): jsonargparse and Lightning wrap what a module's __init__ or hook raises."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, kinds):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return None
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dsls.checkpoints import SaveError
+from dsls.errors import SaveError
 
 
 class Interrupted(SystemExit):

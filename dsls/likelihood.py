@@ -15,6 +15,7 @@ import torch
 from torchdiffeq import odeint
 
 from dsls.noise import SigmaLadder
+from dsls.samplers.ode import TOLERANCE
 
 EXACT_DIVERGENCE_MAX_DIM = 16  # above this, Hutchinson–Skilling's estimate replaces d backward passes
 
@@ -65,7 +66,7 @@ class _AugmentedFlow:
 
 def ode_log_prob(score_fn: Callable, z: torch.Tensor, ladder: SigmaLadder, *,
                  terminal_log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 exact_divergence: Optional[bool] = None, rtol: float = 1e-5, atol: float = 1e-5,
+                 exact_divergence: Optional[bool] = None, rtol: float = TOLERANCE, atol: float = TOLERANCE,
                  generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, int]:
     """log q_σmin(z) per row, and the score evaluations made (nfe).
 

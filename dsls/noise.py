@@ -4,8 +4,29 @@ default terminal density)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
+
+from dsls.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LadderSettings:
+    """The σ ladder's settings, each with its one default. D and the latent classifier train on LATENT_LADDER (the
+    classifier must know every σ the search visits); the pixel-space baseline on PIXEL_LADDER, whose data are not
+    standardised codes (a lower σ_min, log-uniform draws as NCSNv2). The phases take the four as arguments with these
+    defaults, so configs name a value only where they change it."""
+
+    sigma_max: Optional[float] = None  # None: the largest pairwise distance in the training set, chosen at fit start
+    sigma_min: float = 0.03
+    num_levels: int = 10
+    sigma_sampling: str = "lowbiased"  # see SigmaLadder.sample
+
+
+LATENT_LADDER = LadderSettings()
+PIXEL_LADDER = LadderSettings(sigma_min=0.01, sigma_sampling="loguniform")
 
 
 def as_sigma(sigma, z: torch.Tensor) -> torch.Tensor:
@@ -45,8 +66,6 @@ class SigmaLadder:
                   (num_levels >= 1, f"--model.num_levels={num_levels} must be >= 1")]
         problem = next((msg for ok, msg in checks if not ok), None)
         if problem:
-            from dsls.phases.base import ConfigError  # not at the top: dsls.phases.base imports this module
-
             raise ConfigError(problem)
         self.sigma_max, self.sigma_min, self.num_levels = float(sigma_max), float(sigma_min), int(num_levels)
 

@@ -14,12 +14,12 @@ import difflib
 import importlib
 import inspect
 import io
-import re
 from pathlib import Path
 
 import yaml
 
-from dsls.phases.base import ConfigError
+from dsls.errors import OverrideError
+from dsls.samplers import sampler_flag_hint
 
 PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
 GUIDED_PHASES = PHASES[:2] + [("latent_classifier", "fit"), PHASES[2]]  # --classifier: a class-guided search
@@ -27,26 +27,6 @@ ALL_PHASES = GUIDED_PHASES + [("pixel_ncsn", "fit")]  # the pixel-space baseline
 NEEDS = {"adversarial": ("--model.autoencoder_ckpt", "reconstruction"),
          "latent_classifier": ("--model.autoencoder_ckpt", "adversarial"),  # joint mode's E, D's σ_max
          "search": ("--model.ckpt", "adversarial")}
-class PipelineError(ConfigError):
-    """Bad input to the pipeline (an override, a run folder, a run that trains nothing); the message says the fix.
-    A ConfigError, so every command prints it as one `error:` line (dsls.cli.USER_ERRORS)."""
-
-
-class OverrideError(PipelineError):
-    """An override that would reach no phase, or that a phase's parser refuses; the message says what to write."""
-
-
-def sampler_flag_hint(key: str, prefix: str = "--model.") -> str | None:
-    """For a --model.X that is a sampler's setting (eps0, steps_per_level, ...): where it goes now."""
-    from dsls.samplers import SAMPLERS, setting_names
-
-    owners = [n for n in SAMPLERS if key in setting_names(n)]
-    if not owners:
-        return None
-    return (f"{prefix}{key} is a sampler setting: write {prefix}samplers.{owners[0]}.{key}=... "
-            f"(samplers with this setting: {', '.join(owners)})")
-
-
 def _class(class_path: str) -> type:
     module_path, name = class_path.rsplit(".", 1)
     return getattr(importlib.import_module(module_path), name)
@@ -178,43 +158,6 @@ def check_routes(config_dir: Path, configs: dict, overrides: list[str]) -> None:
                else f"; did you mean {' or '.join(near)}?" if near else "")
             + ("; the phases take trainer.*, model.*, data.*, checkpoint.*, seed_everything, and one phase's "
                "setting is --<phase>.<section>.<name>=value (e.g. --adversarial.model.mode=joint)" if not near else ""))
-
-
-def number_or(value):
-    """YAML 1.1 reads 1e4 / 5e-4 (no dot) as strings; the CLI reads them as numbers, and so do we."""
-    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
-        return float(value)
-    return value
-
-
-def parse_overrides(items: list[str], prefix: str) -> dict:
-    """--<prefix>.a.b=value items → {"a": {"b": value}}, values read as YAML (so {} and [1, 2] work)."""
-    out: dict = {}
-    for item in items:
-        if not item.startswith(f"--{prefix}.") or "=" not in item:
-            continue
-        key, value = item[len(prefix) + 3:].split("=", 1)
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--{prefix}.{key}: {p!r} was already set to a value, not a mapping")
-        node[leaf] = number_or(yaml.safe_load(value))
-    return out
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    """base with over's values; mappings merge key by key (as the CLI does), and a null in base that receives a
-    mapping is treated as an empty one (`--model.samplers.pc.snr=0.1` turns on a sampler the config left null)."""
-    out = dict(base)
-    for k, v in over.items():
-        old = out.get(k)
-        if isinstance(v, dict) and isinstance(old, dict | None):  # so {} keeps what is there, as the CLI does
-            out[k] = deep_merge(old or {}, v)
-        else:
-            out[k] = v
-    return out
 
 
 def _parse_error(args: list[str]) -> str | None:

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from dsls.errors import OverrideError, PipelineError  # noqa: F401  (importable here, as before)
 from dsls.interrupts import continued_by, pipeline_resume_command
-from dsls.overrides import (ALL_PHASES, GUIDED_PHASES, NEEDS, PHASES, OverrideError, PipelineError,  # noqa: F401
-                            check_phase, check_routes, deep_merge, join_values, parse_overrides, phase_args)
+from dsls.nested import deep_merge, parse_overrides  # noqa: F401  (importable here, as before)
+from dsls.overrides import (ALL_PHASES, GUIDED_PHASES, NEEDS, PHASES, check_phase, check_routes,  # noqa: F401
+                            join_values, phase_args)
 from dsls.phases.base import pending_checkpoints
-from dsls.run_folder import LOCK, is_rank_zero, note_unapplied, releases_locks, say, take_lock
+from dsls.run_folder import LOCK, default_run_dir, is_rank_zero, note_unapplied, releases_locks, say, take_lock
 
 OVERWRITTEN = ".overwritten-"  # <run>/.overwritten-<time>/: where --overwrite moves a previous run's files
 
@@ -129,7 +131,7 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
     overrides = join_values(overrides)
     configs = {p: yaml.safe_load((config_dir / f"{p}.yaml").read_text()) for p, _ in every}
     check_routes(config_dir, configs, overrides)
-    run_dir = run_dir or os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S"))
+    run_dir = run_dir or default_run_dir(lambda: os.path.join("runs", config_dir.name, time.strftime("%Y%m%d-%H%M%S")))
     guided = ("latent_classifier", "fit") in phases
     routed = {p: phase_args(p, configs[p], overrides) for p in configs}
     with pending_checkpoints(last_ckpt(run_dir, p) for p, _ in every):  # all of them, before phase 1 trains

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
 
 
 def _leaves(node, path: tuple = ()):

@@ -25,25 +25,24 @@ import time
 import uuid
 from typing import Iterator
 
-from dsls.phases.base import ConfigError
+from dsls.distributed import is_rank_zero  # noqa: F401  (importable here, as before)
+from dsls.errors import ConfigError
+from dsls.errors import RunFolderBusy  # noqa: F401  (defined there; importable here)
 
 LOCK = ".dsls-lock"  # in the run folder; a name the pipeline's "does this folder hold a run?" check skips
 
 
-class RunFolderBusy(ConfigError):
-    """Another run writes into this folder; the message names it and what to do."""
+RUN_DIR_ENV = "DSLS_DEFAULT_RUN_DIR"  # the default run folder's name, handed from rank 0 to the ranks it launches
 
 
-def is_rank_zero() -> bool:
-    """Rank 0 of a DDP run (or the only process). Read from the environment, in Lightning's order (RANK, LOCAL_RANK,
-    SLURM_PROCID, JSM_NAMESPACE_RANK: lightning.fabric.utilities.rank_zero), plus NODE_RANK: on the second node of a
-    multi-node launch, LOCAL_RANK=0 is not the run's rank 0."""
-    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if os.environ.get(key, "") != "":
-            if int(os.environ[key]) != 0:
-                return False
-            break
-    return os.environ.get("NODE_RANK", "0") in ("", "0")
+def default_run_dir(make) -> str:
+    """A default run folder named once for every rank of a DDP run: rank 0 names it (make(), a timestamp) and leaves
+    the name in the environment, which Lightning's launcher copies into the processes it starts; the other ranks read
+    it there instead of taking a timestamp of their own, which could name another folder a second later."""
+    if not is_rank_zero() and os.environ.get(RUN_DIR_ENV):
+        return os.environ[RUN_DIR_ENV]
+    os.environ[RUN_DIR_ENV] = make()
+    return os.environ[RUN_DIR_ENV]
 
 
 def say(*args, **kwargs) -> None:

@@ -1,4 +1,4 @@
-"""The run folder's files (DESIGN.md §3): samples-<sampler>.npz, results.json, search.ckpt, and the results table.
+"""The run folder's files (docs/concepts.md, "What a run writes"): samples-<sampler>.npz, results.json, search.ckpt, and the results table.
 Each is written atomically (dsls.checkpoints): a full disk keeps the previous file, never half of a new one."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from dsls.checkpoints import save_json, save_npz, save_torch
 
 TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "class_accuracy", "classifier_fid", "class_kl", "mean_confidence",
-                 "fid", "is_mean", "kid_mean", "precision", "recall"]
+                 "colour_accuracy", "fid", "is_mean", "kid_mean", "precision", "recall"]
 
 
 def save_samples(out_dir: str, name: str, arrays: dict) -> str:
@@ -52,7 +52,7 @@ def check_writable(folder: str, flag: str) -> None:
     os.access says yes to root on a read-only file system."""
     import tempfile
 
-    from dsls.phases.base import ConfigError
+    from dsls.errors import ConfigError
 
     probe = os.path.abspath(folder)
     while not os.path.isdir(probe) and os.path.dirname(probe) != probe:

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from dsls.benchmarking import (PeakMemory, env_lines, fmt, init_args, markdown_table, memory_method, pick_device,
                                sync, write_json)
 from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.base import warmup_cosine
 from dsls.phases.reconstruction import ReconstructionModule
+from dsls.phases.schedules import warmup_cosine
 
 
 class SyntheticCIFAR(L.LightningDataModule):

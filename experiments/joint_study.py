@@ -1,4 +1,4 @@
-"""Post-hoc vs joint (AAE) phase 2, with and without the D refit: the README's joint-mode table. Each data set's phase 1
+"""Post-hoc vs joint (AAE) phase 2, with and without the D refit: docs/results/joint-mode.md's table. Each data set's phase 1
 is trained once and shared by its rows (dsls.ablation.run_variant); the search runs `none` and `langevin`.
 
     python experiments/joint_study.py [--out runs/joint-study] [--data grid25,ring8,swissroll,digits] [--rows ...]

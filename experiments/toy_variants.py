@@ -1,4 +1,4 @@
-"""The D-recipe study behind the README's results table: each variant is the demo pipeline with a few
+"""The D-recipe study behind docs/results/recipe.md's table: each variant is the demo pipeline with a few
 overrides, same seeds and sample count. Phases whose overrides match an earlier variant are reused.
 
     python experiments/toy_variants.py [--out runs/toy/variants] [--only name,name]

@@ -19,14 +19,16 @@ def _dsls_cache(tmp_path_factory):
         os.environ["DSLS_CACHE"] = old
 
 
-def _fit_quick(model, steps: int, path) -> str:
+def _fit_quick(model, steps: int, path, **data) -> str:
+    """Fit `model` for `steps` steps on 1024 toy points (data: more Toy2DDataModule settings, e.g. labels=True) and
+    save its checkpoint at `path`."""
     import lightning as L
 
     from dsls.data import Toy2DDataModule
 
     t = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
-    t.fit(model, datamodule=Toy2DDataModule(train_size=1024, batch_size=128))
+    t.fit(model, datamodule=Toy2DDataModule(train_size=1024, batch_size=128, **data))
     t.save_checkpoint(path)
     return str(path)
 
@@ -38,6 +40,9 @@ def toy_adv_ckpt(tmp_path_factory) -> str:
     from dsls.phases.adversarial import AdversarialModule
     from dsls.phases.reconstruction import ReconstructionModule
 
+    import torch
+
+    torch.manual_seed(0)  # the same tiny model in every session: tests that read its samples see the same ones
     d = tmp_path_factory.mktemp("toy-ckpt")
     ae = _fit_quick(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, d / "ae.ckpt")
     return _fit_quick(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1), 5, d / "adv.ckpt")

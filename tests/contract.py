@@ -1,4 +1,4 @@
-"""The reproducibility contract (docs: README, "Reproducible sampling"), in one place for every test that checks it.
+"""The reproducibility contract (docs/reproducibility.md), in one place for every test that checks it.
 
 Sample i's start latent z0 comes from its own generator (seed, i): it is bit-identical whatever the batch size or the
 number of devices. Everything computed from it goes through BLAS, whose kernels (and so the order of a sum) depend on

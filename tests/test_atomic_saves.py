@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from dsls.checkpoints import SaveError, atomic_write, save_json, save_npz, save_torch
+from dsls.checkpoints import atomic_write, save_json, save_npz, save_torch
+
 from dsls.cli import main, one_line_errors
+from dsls.errors import SaveError
 from dsls.runs import merge_results, save_samples, save_search_ckpt
 
 

@@ -184,3 +184,28 @@ def test_mnist_end_to_end(tmp_path):
     assert 0 <= m["class_kl"] <= math.log(10) + 1e-9 and 0.1 <= m["mean_confidence"] <= 1
     assert (tmp_path / "cache" / "mnist-classifier.pt").is_file()
     assert clf.classifier_metrics(x, "mnist", data_dir=data_dir, cache_dir=cache)["classifier_fid"] < 1e-3
+
+
+def test_tinted_digits_get_a_quality_figure_in_the_results_table(digits, monkeypatch):
+    """The tinted digits had no image metric: now the digits' classifier-FID of their shape (the maximum over R, G,
+    B is the grey digit) and colour_accuracy (the colour is the tint of the class the shape reads as)."""
+    from dsls.data.digits import TintedDigitsDataModule, tint
+    from dsls.metrics.samples import metric_kind, sample_metrics
+    from dsls.metrics.tinted import shape_of, tint_classes
+    from dsls.runs import format_table
+
+    dm = TintedDigitsDataModule()
+    dm.setup()
+    x, y = dm.val_set.tensors
+    torch.testing.assert_close(shape_of(x), digits["x"])  # the held-out shapes are the grey digits' held-out split
+    assert (tint_classes(x) == y.numpy()).all()
+    assert metric_kind("tinted_digits", {"fidelity": ["fid"]}) == "classifier"
+    monkeypatch.setenv("DSLS_CACHE", str(digits["root"]))  # the classifier the fixture trained
+    m = sample_metrics(x.numpy(), "tinted_digits", {"fidelity": ["fid"]})
+    assert m["classifier_fid"] < 1e-3 and m["reference"].startswith("tinted_digits-heldout")
+    # the data's colour is its class's: it agrees wherever the classifier reads the shape right
+    assert m["colour_accuracy"] == pytest.approx(digits["model"].info["accuracy"])
+    wrong = sample_metrics(tint(shape_of(x), (y + 1) % 10).numpy(), "tinted_digits", {"fidelity": ["fid"]})
+    assert wrong["colour_accuracy"] < 0.1 and wrong["classifier_fid"] < 1e-3  # right shapes, wrong colours
+    table = format_table({"langevin": m}).split("\n")[0]
+    assert "classifier_fid" in table and "colour_accuracy" in table

@@ -12,10 +12,10 @@ import yaml
 from dsls import pipeline
 from dsls.cli import main
 from dsls.data import Toy2DDataModule
+from dsls.errors import PhaseCheckpointError
+from dsls.errors import TaskError
 from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.base import PhaseCheckpointError
 from dsls.phases.reconstruction import ReconstructionModule
-from dsls.tasks import TaskError
 from dsls.tasks.evaluate import evaluate
 
 

@@ -10,9 +10,9 @@ import torch
 
 from dsls.data import Toy2DDataModule
 from dsls.data.loaders import CodeRows, make_loader, usable_cpus
+from dsls.errors import ConfigError
 from dsls.metrics.toy import toy_metrics
 from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.base import ConfigError
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.samplers import build_samplers, sample_indices
 

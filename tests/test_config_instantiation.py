@@ -72,7 +72,7 @@ def forward(phase: str, model, x: torch.Tensor) -> torch.Tensor:
         assert out.shape == (len(x), model.hparams.num_classes)
     else:  # search: the loaded phase-2 model's score, then the decoder
         z = torch.randn(len(x), *model.model.latent_shape)
-        assert model.score(z, sigma).shape == z.shape
+        assert model.model.score(z, sigma).shape == z.shape
         out = model.model.decode(z)
         assert out.shape == x.shape
     return out

@@ -147,12 +147,28 @@ def test_a_search_config_runs_only_the_samplers_it_names(parse_only, tmp_path):
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if p.endswith("/latent_classifier.yaml")])
-def test_latent_classifier_noise_matches_phase_2(path):
-    """The classifier must know every σ the search visits: its ladder and σ sampling are phase 2's."""
+def test_latent_classifier_noise_matches_phase_2(path, parse_only, tmp_path):
+    """The classifier must know every σ the search visits: its ladder and σ sampling are phase 2's, as parsed (the
+    configs name only what they change; the defaults are dsls.noise.LATENT_LADDER's, one place for both)."""
     keys = ("sigma_max", "sigma_min", "num_levels", "sigma_sampling")
-    ours = yaml.safe_load(open(path))["model"]["init_args"]
-    theirs = yaml.safe_load(open(path.replace("latent_classifier", "adversarial")))["model"]["init_args"]
-    assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+    ours = parse_only(["fit", "--config", path, f"--run_dir={tmp_path}"]).model.init_args
+    theirs = parse_only(["fit", "--config", path.replace("latent_classifier", "adversarial"),
+                         f"--run_dir={tmp_path}"]).model.init_args
+    assert {k: ours[k] for k in keys} == {k: theirs[k] for k in keys}
+
+
+def test_configs_do_not_restate_the_ladder_defaults():
+    """One default per setting: a config that names a σ-ladder setting changes it."""
+    from dsls.noise import LATENT_LADDER, PIXEL_LADDER
+
+    for path in CONFIGS:
+        phase = os.path.splitext(os.path.basename(path))[0]
+        if phase not in ("adversarial", "latent_classifier", "pixel_ncsn"):
+            continue
+        defaults = vars(PIXEL_LADDER if phase == "pixel_ncsn" else LATENT_LADDER)
+        init = yaml.safe_load(open(path))["model"]["init_args"]
+        restated = {k: v for k, v in init.items() if k in defaults and v == defaults[k]}
+        assert not restated, (path, restated)
 
 
 def test_labelled_data_sets_ship_a_latent_classifier():

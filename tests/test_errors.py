@@ -2,6 +2,7 @@
 traceback only with DSLS_DEBUG=1. Each case runs the `dsls` command in-process (dsls.cli.console_main)."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import runpy
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from dsls.cli import console_main, main, user_error
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
 from test_image_data import make_cifar, make_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,11 +193,15 @@ def test_no_optimizer_flags(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- 7. validate a phase-2 checkpoint
-def test_validate_phase_2(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["dsls", "validate", "--config", "configs/toy/adversarial.yaml", *TOY, *QUIET,
-                                      "--trainer.limit_val_batches=1", f"--run_dir={tmp_path}",
-                                      f"--ckpt_path={toy['adv']}"])
-    console_main()  # the DSM term needs autograd, which Trainer.validate's inference mode switched off
+def test_validate_phase_2(toy, tmp_path):
+    """`dsls validate` on a phase-2 checkpoint computes D's validation metrics (the DSM term needs autograd, which
+    Trainer.validate's inference mode would switch off), and they are finite numbers of a trained D."""
+    cli = main(["validate", "--config", "configs/toy/adversarial.yaml", *TOY, *QUIET, "--trainer.limit_val_batches=1",
+                f"--run_dir={tmp_path}", f"--ckpt_path={toy['adv']}"])
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    assert {"val/d_loss", "val/d_acc_q", "val/d_acc_p"} <= set(metrics), metrics
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert 0 <= metrics["val/d_acc_q"] <= 1 and 0 <= metrics["val/d_acc_p"] <= 1 and metrics["val/d_loss"] > 0
 
 
 # ---------------------------------------------------------------- 8. a diverged search, a typo in evaluate.py

@@ -1,5 +1,5 @@
 """experiments/evaluate.py --likelihood (dsls.tasks.likelihood) end to end on a tiny toy checkpoint: the
-likelihood.json contract (DESIGN.md §3), reuse of the searched samples, and the exact value when q = p."""
+likelihood.json contract (docs/tasks.md), reuse of the searched samples, and the exact value when q = p."""
 import json
 import math
 import os
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from dsls.data import Toy2DDataModule
+from dsls.errors import PhaseCheckpointError
+from dsls.errors import TaskError
 from dsls.noise import gaussian_log_prob
 from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.base import PhaseCheckpointError
 from dsls.phases.reconstruction import ReconstructionModule
-from dsls.tasks import TaskError
 from dsls.tasks.evaluate import evaluate
 from dsls.tasks.likelihood import load_latent_model, log_prob_summary
 

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from dsls.errors import MissingWeightsError
 from dsls.metrics import fidelity as fid_mod
 from dsls.metrics.extractors import OfflineFeatures, register_offline_extractor
-from dsls.metrics.fidelity import MissingWeightsError, fidelity_metrics, register_module_extractor, to_uint8
+from dsls.metrics.fidelity import fidelity_metrics, register_module_extractor, to_uint8
 
 OFFLINE = register_offline_extractor("dsls-offline")
 

@@ -1,6 +1,7 @@
 """The pictures a researcher looks at: per-sampler grids at native pixel size, the labelled overview, the toy's
 σ-coloured trajectories on axes that hold them whole, D's logit field, and the end-of-training figures of phase 1
-(reconstruction pairs) and phase 2 (accuracy of D per σ)."""
+(reconstruction pairs) and phase 2 (accuracy of D per σ), and the tasks' labelled grids (inverse problems,
+interpolation). Each title and label is read as a new user would: it says what the panel shows."""
 import json
 
 import lightning as L
@@ -11,9 +12,11 @@ from lightning.pytorch.loggers import Logger
 from PIL import Image
 
 from dsls.callbacks.grids import SampleFigures, sigma_accuracy
-from dsls.callbacks.plots import plot_limits, save_search_figure
-from dsls.callbacks.search_figures import logit_field, panel_title, snapshot_sigmas
 from dsls.data import DigitsDataModule, Toy2DDataModule
+from dsls.figures.grids import labelled_layout
+from dsls.figures.points import plot_limits
+from dsls.figures.search import class_grid_title, logit_field, panel_title, save_search_figure, snapshot_sigmas
+from dsls.figures.tasks import save_interpolation_figure, save_inverse_figure
 from dsls.noise import SigmaLadder
 from dsls.phases.adversarial import AdversarialModule
 from dsls.phases.reconstruction import ReconstructionModule
@@ -98,6 +101,26 @@ def test_panel_title_names_sampler_settings_ladder_and_metrics():
         "none", "prior draw, no search, NFE 0"]
 
 
+def test_panel_titles_say_what_each_sampler_really_used_and_how_it_was_guided():
+    """A fixed-step ODE shows its method and its own grid (heun2 ignores rtol/atol; its 18 steps are not the ladder's
+    L = 10); an adaptive one its tolerances; a guided search its w and labels; 'none' of it that it ignored them."""
+    ladder = {"sigma_max": 7.6, "sigma_min": 0.03, "num_levels": 10}
+    guided = {"guidance_scale": 3.0, "labels": "balanced", "class_accuracy": 0.41}
+    heun = {"settings": {"rtol": 1e-5, "atol": 1e-5, "method": "heun2", "steps": 18, "denoise": True, "init": "wide"},
+            "ladder": ladder, "nfe": 35, **guided}
+    assert panel_title("ode", heun).split("\n") == [
+        "ode", "heun2, 18 steps", "guided: w = 3, balanced labels", "σ 0.03–7.6, NFE 35", "class acc 0.41"]
+    dopri = {**heun, "settings": {**heun["settings"], "method": "dopri5", "steps": None}, "guidance_scale": 5.0,
+             "labels": 7}
+    assert panel_title("ode", dopri).split("\n")[1:3] == ["dopri5, rtol=1e-05, atol=1e-05", "guided: w = 5, class 7"]
+    pc = {"settings": {"snr": 0.5, "corrector_steps": 1, "levels": 18}, "ladder": ladder, "nfe": 35}
+    assert "L=10" not in panel_title("pc", pc) and "L=18" in panel_title("pc", pc)  # pc's own levels, once
+    none = {"settings": {}, "ladder": ladder, "nfe": 0, "guided": False, "class_accuracy": 0.04}
+    assert panel_title("none", none).split("\n")[:2] == ["none", "not guided (labels ignored)"]
+    assert class_grid_title("none", none).startswith("none: not guided (labels ignored)\n")
+    assert class_grid_title("langevin", {**guided}).startswith("langevin: guided: w = 3, balanced labels\n")
+
+
 @pytest.mark.parametrize("name, settings", [("langevin", {"steps_per_level": 1}), ("pc", {"levels": 4}),
                                             ("ode", {"method": "heun2", "steps": 5}),
                                             ("langevin", {"steps_per_level": 1, "denoise": False})])
@@ -115,10 +138,10 @@ def test_snapshot_sigmas_follow_each_sampler(toy_adv_ckpt, name, settings):
 
 
 def test_toy_overview_holds_whole_trajectories_and_the_logit_field(toy_adv_ckpt, tmp_path, monkeypatch):
-    import dsls.callbacks.plots as plots
+    import dsls.figures.points as points
 
     figures = []
-    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figures to look into them
+    monkeypatch.setattr(points.plt, "close", figures.append)  # keep the figures to look into them
     search(toy_adv_ckpt, tmp_path, num_samples=200, num_levels=4, track=6,
            samplers={"none": {}, "langevin": {"steps_per_level": 2}})
     assert {"samples.png", "samples-none.png", "samples-langevin.png"} <= {p.name for p in tmp_path.iterdir()}
@@ -155,7 +178,8 @@ def test_logit_field_is_D_on_its_grid_and_only_for_2d_latents(toy_adv_ckpt, tmp_
     i, j = 7, 13
     z = torch.tensor([[f["x"][i, j], f["y"][i, j]]], dtype=torch.float32)
     with torch.no_grad():
-        assert f["logit"][i, j] == pytest.approx(model.discriminator(z, torch.tensor([0.03])).item(), rel=1e-5)
+        assert f["logit"][i, j] == pytest.approx(model.discriminator(z, torch.tensor([0.03])).item(), rel=1e-5,
+                                                abs=1e-6)  # a batch of 400 vs one row: float32 rounding
     image_model = LatentSearchModule(ckpt=image_ckpt(tmp_path / "adv.ckpt", (1, 8, 8))).model  # 4-D latents
     assert logit_field(image_model, codes, 0.03) is None
 
@@ -204,24 +228,104 @@ def test_phase2_writes_sigma_accuracy(tmp_path):
     assert acc_q == [1.0] * 6 and acc_p == [0.0] * 6
 
 
-def test_phase1_writes_reconstruction_pairs(tmp_path):
-    logger = ImageLogger()
+def kept_figures(monkeypatch) -> list:
+    """The figures drawn from now on, kept open to look into (plt.close appends instead)."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    return figures
+
+
+def cell(img: np.ndarray, fig, r: int, c: int, side: int) -> np.ndarray:
+    """Image (r, c) of a labelled grid's (first) block in its PNG: the grid's axes sit at whole pixels."""
+    box = fig.axes[0].get_window_extent()
+    left, top = round(box.x0), img.shape[0] - round(box.y1)
+    y, x = top + 2 + r * (side + 2), left + 2 + c * (side + 2)
+    return img[y:y + side, x:x + side]
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts]
+
+
+def test_phase1_writes_reconstruction_pairs(tmp_path, monkeypatch):
+    """Labelled rows: a row of data above the row of its reconstructions, 10 a row, digits enlarged ×4."""
+    logger, figures = ImageLogger(), kept_figures(monkeypatch)
     model = ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True)
     t = fit(model, DigitsDataModule(batch_size=32), tmp_path, logger=logger)
     path = tmp_path / "reconstructions.png"
     assert logger.images["reconstruction/pairs"] == [str(path)]
     img = np.asarray(Image.open(path).convert("RGB"))
-    # 32 pairs (one validation batch) = 64 images, 10 columns (5 pairs a row), 7 rows of 8×8 digits enlarged ×4
-    assert img.shape[:2] == (7 * 34 + 2, 10 * 34 + 2)
-    x = next(iter(t.datamodule.val_dataloader()))[0][:2]
+    fig = figures[-1]
+    # 32 pairs (one validation batch): 4 rows of data, each above its row of reconstructions
+    assert texts(fig)[:8] == ["data", "reconstruction"] * 4 and "reconstruction" in texts(fig)[-1]
+    assert img.shape[0] > 8 * 34 and img.shape[1] > 10 * 34
+    x = next(iter(t.datamodule.val_dataloader()))[0][:11]
     with torch.no_grad():
         r = model.autoencoder.decode(model.autoencoder.encode(x, sample=False))
-    for i, want in enumerate([x[0], r[0], x[1], r[1]]):  # data, its reconstruction, the next data, …
-        cell = img[2:34, 2 + 34 * i: 34 + 34 * i]
-        np.testing.assert_allclose(cell.astype(int), as_png_pixels(want.numpy(), 4).astype(int), atol=1)
+    for (row, col), want in {(0, 0): x[0], (1, 0): r[0], (0, 1): x[1], (1, 1): r[1], (2, 0): x[10],
+                             (3, 0): r[10]}.items():
+        np.testing.assert_allclose(cell(img, fig, row, col, 32).astype(int), as_png_pixels(want.numpy(), 4).astype(int),
+                                   atol=1, err_msg=f"row {row}, column {col}")
 
 
-def test_toy_phase1_writes_a_reconstruction_scatter(tmp_path):
+def test_toy_phase1_draws_data_to_reconstruction_pairs(tmp_path, monkeypatch):
+    """Arrows from x to G(E(x)) for 60 pairs; beside them data and reconstructions in matching colours."""
+    figures = kept_figures(monkeypatch)
     fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), Toy2DDataModule(train_size=512, batch_size=128),
         tmp_path)
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+    left, right = figures[-1].axes[:2]
+    (arrows,) = [c for c in left.collections if type(c).__name__ == "Quiver"]
+    assert arrows.N == 60 and "G(E(x))" in left.get_title()
+    data, recon = right.collections[:2]
+    assert len(data.get_offsets()) == len(recon.get_offsets()) == 128  # one validation batch: each x, its G(E(x))
+    np.testing.assert_array_equal(data.get_array(), recon.get_array())  # the same colour for x and G(E(x))
+
+
+def fake_inverse(n: int, pasted: bool) -> dict:
+    rng = np.random.default_rng(0)
+    keys = ("truth", "observed", "mask", "dsls", "baseline") + (("dsls_pasted",) if pasted else ())
+    return {k: rng.uniform(-1, 1, size=(n, 1, 8, 8)).astype(np.float32) for k in keys}
+
+
+@pytest.mark.parametrize("pasted", [False, True])
+def test_inverse_figure_labels_its_columns_and_rows_and_shows_16_images(tmp_path, monkeypatch, pasted):
+    figures, arrays = kept_figures(monkeypatch), fake_inverse(100, pasted)
+    save_inverse_figure(str(tmp_path / "inverse-inpaint.png"), arrays, task="inpaint")
+    img, fig = np.asarray(Image.open(tmp_path / "inverse-inpaint.png").convert("RGB")), figures[-1]
+    cols = ["observed", "DS-LS", *(["DS-LS\npasted"] if pasted else []), "baseline", "truth"]
+    assert [t for t in texts(fig) if t in cols] == cols * 2  # two blocks of 8 rows, each with its column labels
+    assert [t for t in texts(fig) if t.startswith("#")] == [f"#{i}" for i in range(16)]
+    assert texts(fig)[-1].startswith("inpaint: 16 of 100 held-out images")
+    assert img.shape[0] >= 8 * 66 and img.shape[1] >= 2 * len(cols) * 66  # was 274 × 138 px, 8 images
+    keys = ["observed", "dsls", *(["dsls_pasted"] if pasted else []), "baseline", "truth"]
+    for i in (0, 5):
+        for j, k in enumerate(keys):  # 8×8 digits enlarged ×8, in the order of the labels
+            np.testing.assert_allclose(cell(img, fig, i, j, 64).astype(int), as_png_pixels(arrays[k][i], 8).astype(int),
+                                       atol=1, err_msg=f"image {i}, {k}")
+    save_inverse_figure(str(tmp_path / "few.png"), fake_inverse(5, pasted))
+    assert [t for t in texts(figures[-1]) if t.startswith("#")] == [f"#{i}" for i in range(5)]  # all, when fewer
+
+
+def test_interpolation_figure_labels_paths_and_t(tmp_path, monkeypatch):
+    figures = kept_figures(monkeypatch)
+    rng = np.random.default_rng(0)
+    linear, dsls = (rng.uniform(-1, 1, size=(64, 9, 1, 8, 8)).astype(np.float32) for _ in range(2))
+    save_interpolation_figure(str(tmp_path / "interpolate.png"), linear, dsls)
+    img, fig = np.asarray(Image.open(tmp_path / "interpolate.png").convert("RGB")), figures[-1]
+    assert [t for t in texts(fig) if t.startswith("t=")] == [f"t={t:.3g}" for t in np.linspace(0, 1, 9)]
+    rows = [t for t in texts(fig) if t.startswith("pair") or t == "DS-LS"]
+    assert rows[:4] == ["pair 0: linear", "DS-LS", "pair 1: linear", "DS-LS"] and len(rows) == 16
+    assert img.shape[0] >= 16 * 66 and img.shape[1] >= 9 * 66  # was 274 × 138 px
+    for (r, c), want in {(0, 0): linear[0, 0], (1, 8): dsls[0, 8], (3, 4): dsls[1, 4]}.items():
+        np.testing.assert_allclose(cell(img, fig, r, c, 64).astype(int), as_png_pixels(want, 8).astype(int), atol=1)
+
+
+def test_labelled_layout_keeps_room_for_every_label():
+    lay = labelled_layout([(530, 332)] * 2, 66, ["#10"] * 8, ["observed", "DS-LS pasted"], "a title")
+    (l0, t0), (l1, t1) = lay["corners"]
+    assert t0 == t1 > 15 + 13 and l0 >= 3 * 7 and l1 >= l0 + 332
+    assert lay["size"][0] >= l1 + 332 and lay["size"][1] >= t0 + 530
+    assert lay["col_labels"] == ["observed", "DS-LS\npasted"]  # wrapped to its 66-px column

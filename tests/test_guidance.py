@@ -9,17 +9,15 @@ import pytest
 import torch
 
 from dsls.data import Toy2DDataModule
+from dsls.errors import PhaseCheckpointError
+from dsls.errors import TaskError
 from dsls.guidance import ClassGuidance
 from dsls.noise import SigmaLadder
-from dsls.phases.base import PhaseCheckpointError
 from dsls.phases.latent_classifier import LatentClassifierModule, load_latent_classifier
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 from dsls.samplers import make_sampler, sample_indices
 from dsls.score import GaussianMixture, LogRatio, OracleDiscriminator, Score, noised_prior
-from dsls.tasks import TaskError
-
-# -- 1. guidance on an exact mixture --------------------------------------------------------------------------------
 K, RADIUS, STD = 8, 3.0, 0.1  # 8 components on a ring of radius 3, std 0.1: ~23 std apart, equal weights
 _angles = 2 * math.pi * torch.arange(K, dtype=torch.float32) / K
 MEANS = RADIUS * torch.stack([_angles.cos(), _angles.sin()], 1)
@@ -248,6 +246,39 @@ def test_guided_search_writes_labels_accuracy_and_the_class_grid(ckpts, tmp_path
     np.testing.assert_array_equal(npz["z0"], plain["z0"])
     np.testing.assert_allclose(zero["z"], plain["z"], rtol=1e-5, atol=1e-6)
     assert np.abs(npz["z"] - plain["z"]).max() > 1e-3
+
+
+def test_guided_figures_and_likelihood_say_which_samples_were_guided(ckpts, tmp_path, monkeypatch):
+    """samples.png's panels and guided-<sampler>.png say 'guided: w = 3, balanced labels', or for 'none' that it
+    ignored the labels; likelihood.json and its table mark the guided latents."""
+    import matplotlib.pyplot as plt
+
+    from dsls.tasks.likelihood import evaluate_likelihood, format_likelihood
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    m = LatentSearchModule(ckpt=ckpts["adv"], samplers={"none": {}, "langevin": {"steps_per_level": 1}},
+                           num_samples=32, out_dir=str(tmp_path), classifier_ckpt=ckpts["clf"], labels="balanced",
+                           guidance_scale=3.0, num_levels=3)
+    L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
+              enable_model_summary=False).predict(m, return_predictions=False)
+    titles = {f: [ax.get_title() for ax in f.axes] for f in figures}
+    overview = next(t for t in titles.values() if any(x.startswith("data (grid25)") for x in t))
+    assert any(x.startswith("langevin\n") and "guided: w = 3, balanced labels" in x for x in overview)
+    assert any(x.startswith("none\nnot guided (labels ignored)") for x in overview)
+    grids = [t[0] for t in titles.values() if t and ("class" in t[0])]
+    assert any(x.startswith("none: not guided (labels ignored)") for x in grids), grids
+    assert any(x.startswith("langevin: guided: w = 3, balanced labels") for x in grids), grids
+    assert (tmp_path / "guided-none.png").is_file() and (tmp_path / "guided-langevin.png").is_file()
+
+    hp = {"ckpt": ckpts["adv"], "labels": "balanced", "guidance_scale": 3.0, "num_levels": 3, "seed": 0}
+    res = evaluate_likelihood(hp, str(tmp_path), ["none", "langevin"], n=8, batch_size=8, device="cpu")
+    saved = json.loads((tmp_path / "likelihood.json").read_text())
+    assert saved["langevin"]["guided"] is True and saved["langevin"]["labels"] == "balanced"
+    assert saved["langevin"]["guidance_scale"] == 3.0 and saved["none"]["guided"] is False
+    assert "guided" not in saved["codes"] and "guided" not in saved["prior"]
+    table = format_likelihood(res)
+    assert "langevin (guided, w=3, balanced labels) |" in table and "none (not guided: labels ignored) |" in table
 
 
 def test_guided_search_with_one_label(ckpts, tmp_path):

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
-from dsls.data import (CelebAHQDataModule, CIFAR10DataModule, DigitsDataModule, LSUNDataModule, MissingDataError,
-                       MNISTDataModule, TintedDigitsDataModule)
+from dsls.data import (CelebAHQDataModule, CIFAR10DataModule, DigitsDataModule, LSUNDataModule, MNISTDataModule,
+                        TintedDigitsDataModule)
+
 from dsls.data.digits import TINTS
+from dsls.errors import MissingDataError
 
 RNG = np.random.default_rng(0)
 FAST = dict(num_workers=0, pin_memory=False)

@@ -79,6 +79,9 @@ class OracleRingModel:
     def score_fn(self) -> Score:
         return oracle_score(self.mixture)
 
+    def logit(self, z, sigma):
+        return self.discriminator(z, sigma)
+
     def decode(self, z):
         return z
 
@@ -169,7 +172,10 @@ def test_interpolate_digits_files(digits_tiny, tmp_path):
     # the DS-LS path's ends are the held-out codes again, after an ODE round trip through the learned D (measured
     # 3e-3 off, codes of size up to 4)
     np.testing.assert_allclose(arrays["dsls_z"][:, [0, -1]], arrays["linear_z"][:, [0, -1]], atol=2e-2)
-    assert (tmp_path / "interpolate.png").is_file()
+    from PIL import Image
+
+    w, h = Image.open(tmp_path / "interpolate.png").size  # 4 pairs × (linear, DS-LS) rows, 5 frames of 8×8 ×8
+    assert w >= 5 * 66 and h >= 8 * 66, (w, h)
     res = json.loads((tmp_path / "results.json").read_text())["interpolate"]
     assert res["pairs"] == 4 and res["steps"] == 5 and res["sigma_top"] == 1.0
     for name in ("linear", "dsls"):

@@ -98,7 +98,7 @@ def gaussian(x, var):
 
 
 def test_a_plain_user_written_score_function_works():
-    """DESIGN.md §3: any differentiable score_fn(z, sigma), here a Gaussian's, written by hand (no create_graph)."""
+    """docs/python.md: any differentiable score_fn(z, sigma), here a Gaussian's, written by hand (no create_graph)."""
     mean, var = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64), 0.25
 
     def score_fn(z, sigma):  # the exact score of q_σ = N(mean, (var + σ²) I)

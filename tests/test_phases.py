@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dsls.data import DigitsDataModule, Toy2DDataModule
+from dsls.errors import PhaseCheckpointError
 from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.base import PhaseCheckpointError
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 
@@ -133,7 +133,7 @@ def test_search_predict_writes_contract(ckpts, tmp_path):
 
 def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tmp_path, monkeypatch):
     import dsls.metrics.fidelity as fid_mod
-    from dsls.metrics.fidelity import MissingWeightsError
+    from dsls.errors import MissingWeightsError
 
     ck = torch.load(ckpts["adv"], weights_only=False)  # pretend it was trained on CIFAR-10 (FID via Inception)
     ck["dsls_dataset"] = "cifar10"

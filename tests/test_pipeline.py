@@ -1,5 +1,5 @@
 """End to end on toy grid25 with small settings: the search must beat plain prior sampling; the run folder
-follows the contract in DESIGN.md §3."""
+follows the contract in docs/concepts.md ("What a run writes")."""
 import json
 import os
 import re
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from dsls.errors import ConfigError
 from dsls.metrics.toy import toy_metrics
-from dsls.phases.base import ConfigError
-from dsls.pipeline import (OverrideError, PipelineError, deep_merge, join_values, last_ckpt, parse_overrides,
-                           phase_args, run_pipeline)
+from dsls.pipeline import (deep_merge, join_values, last_ckpt, parse_overrides, phase_args, run_pipeline)
+from dsls.errors import OverrideError, PipelineError
 
 SMALL = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=20000",
          "--reconstruction.trainer.max_steps=1500", "--adversarial.trainer.max_steps=1500",

@@ -7,7 +7,7 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from dsls.data import DigitsDataModule
-from dsls.phases.base import PhaseCheckpointError
+from dsls.errors import PhaseCheckpointError
 from dsls.losses import dsm
 from dsls.phases.pixel_ncsn import PixelNCSNModule
 from dsls.phases.search import LatentSearchModule

@@ -178,7 +178,7 @@ def test_adversarial_sigkilled_mid_epoch_resumes_exactly(adversarial_preempted):
 
 @pytest.mark.slow
 def test_readme_one_phase_resume(adversarial_preempted):
-    """README: `dsls fit --config configs/toy/adversarial.yaml --run_dir <run> --ckpt_path last`, nothing else: the
+    """docs/command-line.md: `dsls fit --config configs/toy/adversarial.yaml --run_dir <run> --ckpt_path last`, nothing else: the
     autoencoder comes from the checkpoint, not --model.autoencoder_ckpt."""
     straight, (_, killed) = adversarial_preempted
     assert_same(straight, resume("adversarial", killed, "last"))

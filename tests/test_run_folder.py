@@ -14,10 +14,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from dsls.cli import main
-from dsls.phases.base import ConfigError
-from dsls.phases.finite import DivergedError
+from dsls.errors import ConfigError
+from dsls.errors import DivergedError
+from dsls.errors import RunFolderBusy
 from dsls.pipeline import run_pipeline
-from dsls.run_folder import LOCK, RunFolderBusy, is_rank_zero, lock_scope, take_lock
+from dsls.run_folder import LOCK, is_rank_zero, lock_scope, take_lock
 from test_pipeline import TINY, copy_of, tiny_run  # noqa: F401  (a fixture: the tiny toy run, made once here)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -298,3 +299,16 @@ def test_under_ddp_only_rank_0_prints_stamps_and_locks(tmp_path):
         assert json.loads((run / phase / "DONE").read_text())["checkpoint"] == "checkpoints/last.ckpt"
     assert not list(run.glob("**/last-v*.ckpt")) and not list(run.glob(".overwritten-*"))
     assert (run / "results.json").is_file() and not (run / LOCK).exists()
+
+
+def test_every_rank_gets_rank_0s_default_run_folder(monkeypatch):
+    """Without --run-dir, rank 0 names the folder (a timestamp) and the ranks it launches read that name: a timestamp
+    of their own could be a second later, another folder (the pipeline under DDP then failed on rank 1)."""
+    from dsls.run_folder import RUN_DIR_ENV, default_run_dir
+
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", RUN_DIR_ENV):
+        monkeypatch.delenv(key, raising=False)
+    assert default_run_dir(lambda: "runs/toy/first") == "runs/toy/first"
+    assert default_run_dir(lambda: "runs/toy/second") == "runs/toy/second"  # rank 0 always names a new one
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a launched rank: the name rank 0 left, not its own
+    assert default_run_dir(lambda: "runs/toy/later") == "runs/toy/second"

@@ -159,7 +159,7 @@ def test_samples_npz_bytes_do_not_depend_on_when_they_were_written(tmp_path, mon
 
 def test_a_second_search_into_the_same_folder_is_refused(toy_adv_ckpt, tmp_path):
     """Nothing a user made is overwritten: the first search's files stay as they were, byte for byte."""
-    from dsls.tasks import TaskError
+    from dsls.errors import TaskError
 
     search(toy_adv_ckpt, tmp_path, samplers={"none": {}})
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
@@ -170,7 +170,7 @@ def test_a_second_search_into_the_same_folder_is_refused(toy_adv_ckpt, tmp_path)
 
 @pytest.mark.parametrize("kw", [{"num_samples": 0}, {"batch_size": 0}])
 def test_no_samples_is_an_error(toy_adv_ckpt, kw):
-    from dsls.tasks import TaskError
+    from dsls.errors import TaskError
 
     with pytest.raises(TaskError, match="must be >= 1"):
         LatentSearchModule(ckpt=toy_adv_ckpt, **kw)
@@ -180,7 +180,7 @@ def test_cli_search_keeps_the_run_config_and_refuses_a_second_search(toy_adv_ckp
     """--model.out_dir=X writes X/config.yaml, not the run's (which evaluate.py reads); a second search into a
     folder holding one is refused before anything is written."""
     from dsls.cli import main
-    from dsls.tasks import TaskError
+    from dsls.errors import TaskError
 
     args = ["predict", "--config", "configs/toy/search.yaml", f"--model.ckpt={toy_adv_ckpt}", f"--run_dir={tmp_path}",
             "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--model.num_samples=16",

@@ -10,8 +10,10 @@ import yaml
 
 from dsls.arguments import check_sampler_names
 from dsls.cli import main
-from dsls.phases.base import CheckpointPending, ConfigError, load_phase_checkpoint, pending_checkpoints
-from dsls.pipeline import OverrideError, run_pipeline
+from dsls.errors import CheckpointPending, ConfigError
+from dsls.errors import OverrideError
+from dsls.phases.base import load_phase_checkpoint, pending_checkpoints
+from dsls.pipeline import run_pipeline
 
 TINY = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--data.train_size=512",
         "--trainer.max_steps=12", "--model.num_samples=20", "--model.batch_size=20"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from dsls.errors import TaskError
 from dsls.guidance import LUMA, Luma, Masking, box_mask, random_pixel_mask
-from dsls.tasks import TaskError
 from dsls.tasks.inverse import operator_for, psnr
 
 from contract import assert_same_samples, assert_seed_matters  # tests/contract.py: the reproducibility contract
@@ -117,14 +117,20 @@ def test_inpaint_digits_files_and_quality(digits_inpaint):
     d = digits_inpaint["dir"] / "guided"
     assert out["task"] == "inpaint" and out["out_dir"] == str(d)
     arrays = dict(np.load(d / "inverse-inpaint.npz"))
-    assert set(arrays) == {"truth", "observed", "mask", "dsls", "baseline"}
+    assert set(arrays) == {"truth", "observed", "mask", "dsls", "dsls_pasted", "baseline"}
     for k, v in arrays.items():
         assert v.shape == (60, 1, 8, 8) and v.dtype == np.float32, k
         assert v.min() >= -1 and v.max() <= 1, k
     mask = arrays["mask"]
     assert (mask[:, :, :4] == 1).all() and (mask[:, :, 4:] == 0).all()
     np.testing.assert_array_equal(arrays["observed"], arrays["truth"] * mask)
-    assert (d / "inverse-inpaint.png").stat().st_size > 1000
+    # the paste-back: the observed pixels are the observation's exactly, the missing ones DS-LS's
+    np.testing.assert_array_equal(arrays["dsls_pasted"][mask == 1], arrays["observed"][mask == 1])
+    np.testing.assert_array_equal(arrays["dsls_pasted"][mask == 0], arrays["dsls"][mask == 0])
+    from PIL import Image
+
+    w, h = Image.open(d / "inverse-inpaint.png").size  # 16 labelled rows of 8×8 digits ×8, in two blocks
+    assert w >= 2 * 4 * 66 and h >= 8 * 66, (w, h)  # was 138 × 274 px with 8 unlabelled rows
     res = json.loads((d / "results.json").read_text())["inpaint"]
     assert res["guidance_scale"] == 10.0 and res["mask"] == "box" and res["num_samples"] == 60
     for name in ("dsls", "baseline"):
@@ -142,6 +148,7 @@ def test_inpaint_digits_files_and_quality(digits_inpaint):
     assert mse["dsls"] < mse["unguided"], mse
     assert res["dsls"]["psnr_missing"] > res["baseline"]["psnr_missing"]
     assert res["dsls"]["residual"] < res["baseline"]["residual"]
+    assert res["dsls"]["residual_pasted"] < 1e-6 < res["dsls"]["residual"]  # pasted: fits its observation
     # each completion fits its own observation: less than half the unguided search's residual on the known half
     # (measured 0.18 vs 0.50). A search fed the wrong rows' observations still beats the baseline and the unguided
     # search on the missing half (measured: residual 0.45, PSNR 9.8 dB); this catches it.
@@ -187,7 +194,7 @@ def test_colorize_tinted_digits(fit_phases, tmp_path_factory):
 # -- 5. the command -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluate_command_rejects_a_phase_1_checkpoint(digits_tiny, tmp_path):
-    from dsls.phases.base import PhaseCheckpointError
+    from dsls.errors import PhaseCheckpointError
     from dsls.tasks.evaluate import run_task
 
     with pytest.raises(PhaseCheckpointError,
@@ -223,7 +230,7 @@ def test_inverse_results_do_not_depend_on_the_batch(digits_tiny, task, kw):
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
-    from dsls.tasks import TaskError
+    from dsls.errors import TaskError
     from dsls.tasks.inverse import check_new_output
 
     (tmp_path / "inverse-inpaint.npz").write_bytes(b"")

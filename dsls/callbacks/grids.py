@@ -17,8 +17,9 @@ from typing import Optional
 import lightning as L
 import torch
 
-from dsls.callbacks.plots import save_reconstructions, save_search_figure, save_sigma_accuracy
-from dsls.phases.reconstruction import unpack
+from dsls.data.loaders import unpack
+from dsls.figures.search import save_search_figure
+from dsls.figures.training import save_reconstructions, save_sigma_accuracy
 from dsls.run_folder import free_version, versioned
 from dsls.samplers import SamplerSettings, build_samplers, sample_indices
 

@@ -16,7 +16,6 @@ reference statistics): a tqdm on stderr, shown on a terminal only, so logs and t
 from __future__ import annotations
 
 import builtins
-import os
 import sys
 import time
 from typing import Any, Callable
@@ -24,6 +23,8 @@ from typing import Any, Callable
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from tqdm import tqdm
+
+from dsls.progress import progress  # noqa: F401  (importable here, as before)
 
 
 def on_a_terminal(stream=None) -> bool:
@@ -203,15 +204,3 @@ class StepProgressBar(TQDMProgressBar):
     def on_test_batch_end(self, trainer, pl_module, *args: Any, **kwargs: Any) -> None:
         super().on_test_batch_end(trainer, pl_module, *args, **kwargs)
         self._eval_batch_end()
-
-
-def _rank_zero() -> bool:
-    """Bars on the first process only (DDP launches set RANK; torch.distributed may not be up yet)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
-def progress(iterable=None, *, desc: str, total: float | None = None, unit: str = "it", **kwargs):
-    """A tqdm on stderr that disappears when done, drawn only on a terminal (disable=None) and on rank 0.
-    Works as an iterable wrapper or, with iterable=None, as a bar to .update() by hand."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
-                disable=None if _rank_zero() else True, **kwargs)

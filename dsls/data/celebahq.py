@@ -9,7 +9,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from dsls.data.images import ImageDataModule, MissingDataError, TransformedSubset, split_indices
+from dsls.data.images import ImageDataModule, TransformedSubset, split_indices
+
+from dsls.errors import MissingDataError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp")
 LAYOUT = ("<data_dir>/**/*.{png,jpg,jpeg,webp} (a folder, searched recursively), or data_dir = a .zip of such "

@@ -12,30 +12,8 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from dsls.data.loaders import make_loader
-from dsls.phases.base import ConfigError
-
-
-class MissingDataError(FileNotFoundError):
-    """The data set is not on disk (and was not downloaded). The message is meant to be read on its own."""
-
-    def __init__(self, name: str, where: str, layout: str, how: str):
-        self.parts = (name, where, layout, how)
-        super().__init__(f"{name} data not found at {where} (expected layout: {layout}). To get it: {how}")
-
-    def __reduce__(self):  # rebuild from the parts (the default would pass only the message), e.g. across DDP ranks
-        return type(self), self.parts
-
-
-class CorruptDataError(ValueError):
-    """A data file that is on disk but cannot be read (an interrupted download or copy): the message names the file
-    and how to get it again."""
-
-    def __init__(self, name: str, path: str, reason: str, how: str):
-        self.parts = (name, path, reason, how)
-        super().__init__(f"{name} file {path} is truncated or corrupt ({reason}): {how}")
-
-    def __reduce__(self):  # as MissingDataError's: rebuilt from the parts, e.g. across DDP ranks
-        return type(self), self.parts
+from dsls.errors import ConfigError
+from dsls.errors import CorruptDataError, MissingDataError  # noqa: F401  (defined there; importable here)
 
 
 def first_line(e: BaseException) -> str:

@@ -109,9 +109,14 @@ def make_loader(ds: Dataset, batch_size: int, train: bool, seed: int = 0, num_wo
         kwargs.update(collate_fn=CodeRows.collate, num_workers=0, persistent_workers=False)
     if train:
         if len(ds) < batch_size:  # drop_last would leave no batch: fit would stop at once and exit 0
-            from dsls.phases.base import ConfigError
+            from dsls.errors import ConfigError
 
             raise ConfigError(f"the training set ({len(ds)} examples) is smaller than --data.batch_size={batch_size}: "
                               "no training step would run; lower the batch size (or raise --data.train_size)")
         return ResumableLoader(ds, sampler=EpochShuffleSampler(len(ds), seed), drop_last=True, **kwargs)
     return DataLoader(ds, **kwargs)
+
+
+def unpack(batch):
+    """Batches are tensors (toy) or (x, y) tuples (image data sets)."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch

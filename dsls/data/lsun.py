@@ -11,8 +11,10 @@ from torchvision import transforms as T
 from torchvision.datasets import VisionDataset
 from torchvision.datasets.lsun import LSUNClass
 
-from dsls.data.images import CenterCropSquare, ImageDataModule, MissingDataError, TransformedSubset
-from dsls.phases.base import ConfigError
+from dsls.data.images import CenterCropSquare, ImageDataModule, TransformedSubset
+
+from dsls.errors import MissingDataError
+from dsls.errors import ConfigError
 
 LAYOUT = ("<data_dir>/{category}_train_lmdb/data.mdb "
           "(and optionally <data_dir>/{category}_val_lmdb/data.mdb, the test set)")

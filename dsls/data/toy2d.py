@@ -1,4 +1,4 @@
-"""Toy 2-D data: the grid25 / ring8 Gaussian mixtures of the toy metrics, and a 2-D swiss roll.
+"""Toy 2-D data: the grid25 / ring8 Gaussian mixtures (whose modes the toy metrics count), and a 2-D swiss roll.
 
 All points are drawn once in ``setup()`` from numpy generators seeded by ``seed``; train and val are
 independent draws (child seeds of one ``SeedSequence(seed)``), so a given seed always gives the same data.
@@ -6,20 +6,41 @@ Batches are plain float32 tensors of shape (B, 2), not tuples.
 """
 from __future__ import annotations
 
+import itertools
+
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dsls.data.loaders import make_loader
-from dsls.phases.base import ConfigError
-from dsls.metrics.toy import MIXTURES, mixture_spec
+from dsls.errors import ConfigError
 
 #: Swiss roll: t ~ U[1.5π, 4.5π], (x, y) = (t cos t, t sin t) as in sklearn's make_swiss_roll (its x and z
 #: coordinates), scaled by 4 / (4.5π) so the outer arm reaches radius 4 (the grid25 extent), plus N(0, 0.05²)
 #: noise added after scaling.
 SWISSROLL_SCALE = 4.0 / (4.5 * np.pi)
 SWISSROLL_NOISE = 0.05
+
+#: name → (means (K, 2), std). Both mixtures have equal weights.
+MIXTURES: dict[str, tuple[np.ndarray, float]] = {
+    # 5×5 grid at {-4, -2, 0, 2, 4}².
+    "grid25": (np.array(list(itertools.product(range(-4, 5, 2), repeat=2)), dtype=np.float64), 0.05),
+    # 8 means on the circle of radius 2, at angles 2πk/8.
+    "ring8": (
+        2.0 * np.stack([np.cos(2 * np.pi * np.arange(8) / 8), np.sin(2 * np.pi * np.arange(8) / 8)], axis=1),
+        0.02,
+    ),
+}
+
+
+def mixture_spec(name: str) -> tuple[np.ndarray, float]:
+    """Return a copy of the mixture's means (K, 2) and its per-component std."""
+    if name not in MIXTURES:
+        raise ValueError(f"unknown toy mixture {name!r}; valid names are: {', '.join(sorted(MIXTURES))}")
+    means, std = MIXTURES[name]
+    return means.copy(), std
+
 
 NAMES = (*MIXTURES, "swissroll")
 

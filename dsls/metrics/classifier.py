@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsls.callbacks.progress import progress
 from dsls.data.digits import DigitsDataModule
 from dsls.data.mnist import MNISTDataModule
 from dsls.metrics.fidelity import fidelity_metrics, register_module_extractor
+from dsls.progress import progress
 
 VERSION = "digitcnn-v1"  # bump when the net or the recipe changes: cached classifiers are then retrained
 NUM_CLASSES = 10

@@ -24,7 +24,8 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from dsls.callbacks.progress import progress
+from dsls.progress import progress
+from dsls.errors import MissingWeightsError  # noqa: F401  (defined there; importable here)
 
 INCEPTION = "inception-v3-compat"
 DEFAULT_CACHE_ROOT = os.path.join("~", ".cache", "dsls", "fidelity")  # or $DSLS_CACHE/fidelity when that is set
@@ -175,10 +176,6 @@ class _KeepState:
 
 
 # -- Inception weights: fail fast and clearly offline --------------------------------------------------------
-class MissingWeightsError(FileNotFoundError):
-    """The feature extractor's pretrained weights are neither on disk nor downloadable."""
-
-
 def _inception_url() -> str:
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
     return URL_INCEPTION_V3

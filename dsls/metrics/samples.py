@@ -1,5 +1,6 @@
 """Which metrics a data set's samples get, and the real data they are measured against:
-toy → modes / hq_fraction / rev_kl; digits and MNIST (28 px) → classifier-FID; other images → torch-fidelity."""
+toy → modes / hq_fraction / rev_kl; digits and MNIST (28 px) → classifier-FID; the tinted digits → the digits'
+classifier-FID of their shape and colour_accuracy (dsls.metrics.tinted); other images → torch-fidelity."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,20 +8,20 @@ from typing import Optional
 import numpy as np
 
 
-NO_OFFLINE_METRIC = ("tinted_digits",)  # RGB digits: the digit classifier is grey-only, and Inception needs weights
+CLASSIFIER_DATA = ("digits", "tinted_digits")  # data sets with an offline metric classifier (MNIST: at 28 px only)
 
 
 def metric_kind(dataset_name: Optional[str], options: dict) -> Optional[str]:
-    """Which metrics a data set gets: 'toy', 'classifier' (digits, MNIST at 28 px), 'fidelity' (other images,
-    Inception) or None (options['fidelity'] = [] skips the image metrics)."""
+    """Which metrics a data set gets: 'toy', 'classifier' (digits, tinted digits, MNIST at 28 px), 'fidelity' (other
+    images, Inception) or None (options['fidelity'] = [] skips the image metrics)."""
     from dsls.data.toy2d import NAMES
 
     data = options.get("datamodule") or {}
     if dataset_name in NAMES:
         return "toy"
-    if not options.get("fidelity") or dataset_name in NO_OFFLINE_METRIC:
+    if not options.get("fidelity"):
         return None
-    if dataset_name == "digits" or (dataset_name == "mnist" and data.get("image_size", 28) == 28):
+    if dataset_name in CLASSIFIER_DATA or (dataset_name == "mnist" and data.get("image_size", 28) == 28):
         return "classifier"
     if dataset_name != "mnist" and data.get("_class_path"):
         return "fidelity"
@@ -47,6 +48,10 @@ def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional
         from dsls.metrics.toy import toy_metrics
 
         return toy_metrics(x, dataset_name)
+    if kind == "classifier" and dataset_name == "tinted_digits":
+        from dsls.metrics.tinted import tinted_metrics
+
+        return tinted_metrics(x, data_dir=data.get("data_dir", "data"))
     if kind == "classifier":
         from dsls.metrics.classifier import classifier_metrics
 
@@ -58,10 +63,23 @@ def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional
         reference, name = reference_dataset(data, split)
         return fidelity_metrics(x, reference, name, metrics=tuple(options["fidelity"]),
                                 feature_extractor_weights_path=options.get("feature_extractor_weights_path"))
-    if x.ndim == 4 and options.get("fidelity") and dataset_name not in NO_OFFLINE_METRIC:  # no real data to compare
+    if x.ndim == 4 and options.get("fidelity"):  # no real data to compare against
         print(f"note: no image metrics for {dataset_name!r}: the checkpoint does not record its data module "
               "(train it through the `dsls` CLI), or pass --model.fidelity=[] to silence this")
     return {}
+
+
+def classifier_classes(x, dataset_name: str, data_dir: str = "data") -> np.ndarray:
+    """The metric classifier's class of each sample of a 'classifier' data set (tinted digits: of its shape)."""
+    if dataset_name == "tinted_digits":
+        from dsls.metrics.tinted import digit_classes
+
+        return digit_classes(x, data_dir)
+    import torch
+
+    from dsls.metrics.classifier import _predict, load_classifier
+
+    return _predict(load_classifier(dataset_name, data_dir), torch.as_tensor(x).float())[1].argmax(1).numpy()
 
 
 def reference_dataset(datamodule_hparams: dict, split: str):

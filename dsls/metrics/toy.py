@@ -1,4 +1,4 @@
-"""Mode metrics for the toy 2-D Gaussian mixtures (PacGAN / VEEGAN protocol, DESIGN.md §3).
+"""Mode metrics for the toy 2-D Gaussian mixtures (PacGAN / VEEGAN protocol).
 
 A sample is *high-quality* (HQ) if its distance to the nearest mixture mean is ≤ 3·std; it is then
 assigned to that mean. A mode is *covered* if at least one HQ sample is assigned to it. ``rev_kl`` is
@@ -10,31 +10,12 @@ curve, and is assigned to one of SWISSROLL_SEGMENTS arcs of equal length in t (t
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import torch
 
-#: name → (means (K, 2), std). Both mixtures have equal weights.
-MIXTURES: dict[str, tuple[np.ndarray, float]] = {
-    # 5×5 grid at {-4, -2, 0, 2, 4}².
-    "grid25": (np.array(list(itertools.product(range(-4, 5, 2), repeat=2)), dtype=np.float64), 0.05),
-    # 8 means on the circle of radius 2, at angles 2πk/8.
-    "ring8": (
-        2.0 * np.stack([np.cos(2 * np.pi * np.arange(8) / 8), np.sin(2 * np.pi * np.arange(8) / 8)], axis=1),
-        0.02,
-    ),
-}
-
-
-def mixture_spec(name: str) -> tuple[np.ndarray, float]:
-    """Return a copy of the mixture's means (K, 2) and its per-component std."""
-    if name not in MIXTURES:
-        raise ValueError(f"unknown toy mixture {name!r}; valid names are: {', '.join(sorted(MIXTURES))}")
-    means, std = MIXTURES[name]
-    return means.copy(), std
-
+from dsls.data.toy2d import MIXTURES, mixture_spec  # noqa: F401  (the data's own modes; importable here)
 
 SWISSROLL_SEGMENTS = 20
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from dsls.nets.discriminator import NoiseConditionalDiscriminator
 from dsls.nets.conv import ConvDecoder, ConvEncoder
+from dsls.nets.discriminator import NoiseConditionalDiscriminator
 from dsls.nets.mlp import MLPDecoder, MLPEncoder
 from dsls.nets.resnet import ResNetDecoder, ResNetEncoder
 

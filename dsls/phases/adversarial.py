@@ -14,10 +14,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from dsls.data.loaders import unpack
+from dsls.errors import ConfigError, PhaseCheckpointError
 from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
-from dsls.phases.base import ConfigError, LatentPhase, PhaseCheckpointError, cosine, init_args
-from dsls.phases.reconstruction import unpack
+from dsls.noise import LATENT_LADDER
+from dsls.phases.base import LatentPhase, init_args
+from dsls.phases.schedules import cosine
 from dsls.score import LogRatio, Score, noised_prior, prior_score
 
 
@@ -41,9 +44,9 @@ class AdversarialModule(LatentPhase):
         autoencoder_ckpt: Optional[str] = None,
         mode: str = "posthoc",
         sigma_max: Optional[float] = None,
-        sigma_min: float = LatentPhase.SIGMA_MIN,
-        num_levels: int = LatentPhase.NUM_LEVELS,
-        sigma_sampling: str = LatentPhase.SIGMA_SAMPLING,
+        sigma_min: float = LATENT_LADDER.sigma_min,
+        num_levels: int = LATENT_LADDER.num_levels,
+        sigma_sampling: str = LATENT_LADDER.sigma_sampling,
         d_hidden: int = 256,
         d_depth: int = 3,
         d_embed_dim: int = 64,
@@ -62,11 +65,11 @@ class AdversarialModule(LatentPhase):
         autoencoder: Optional[dict] = None,
     ):
         """sigma_max=None sets σ_max to the largest pairwise distance between codes at the start of fit.
-        The defaults are the toy study's best recipe (README "Results"): σ low-biased, DSM weight 1.
+        The defaults are the toy study's best recipe (docs/results/recipe.md): σ low-biased, DSM weight 1.
 
         score_matching_weight > 0 adds a denoising-score-matching term on s(z, σ) built from D's logit
         (a regulariser that keeps ∇z logit D informative where BCE saturates); 0 is pure BCE.
-        Joint mode only (README "Joint mode" has the measurements):
+        Joint mode only (docs/results/joint-mode.md has the measurements):
         - refit_steps: the last steps of training, in which the encoder is frozen (None: half of max_steps; 0: none);
         - refit_from: D refits from where joint training left it ('joint') or from a fresh init ('scratch');
         - refit_decoder: G refits to the frozen codes too (the game costs it precision: ring8's hq 0.99 -> 0.32);

@@ -2,23 +2,17 @@
 that learn on the codes of a phase-1 autoencoder (D, the latent classifier)."""
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import re
 import time
 from typing import Optional
 
 import lightning as L
 import torch
 
+from dsls.checkpoints import load_phase_checkpoint, pending_checkpoints  # noqa: F401  (importable here, as before)
+from dsls.errors import CheckpointPending, ConfigError, PhaseCheckpointError  # noqa: F401  (defined there; importable here)
 from dsls.noise import SigmaLadder
-
-PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline",
-          "latent_classifier": "latent classifier", "search": "phase 3, search.ckpt"}
-FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt",
-            "latent_classifier": "--model.classifier_ckpt"}
-
+from dsls.phases.schedules import cosine, warmup_cosine  # noqa: F401  (importable here, as before)
 
 def init_args(frame_locals: dict) -> dict:
     """An __init__'s arguments, for save_hyperparameters(dict). Explicit, because LightningCLI's recorded args
@@ -27,107 +21,6 @@ def init_args(frame_locals: dict) -> dict:
     cls = type(frame_locals["self"])
     args = {k: v for k, v in frame_locals.items() if k not in ("self", "__class__") and not k.startswith("_")}
     return {"_class_path": f"{cls.__module__}.{cls.__qualname__}", **args}
-
-
-def cosine(step: float, start: float, length: float) -> float:
-    """Cosine decay from 1 at `start` to 0 at `start + length`, and 0 outside: the phases' learning-rate factor (D's
-    small-σ detail is learned late, at low learning rates)."""
-    if step < start:
-        return 0.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / max(length, 1))))
-
-
-def warmup_cosine(opt: torch.optim.Optimizer, module: "PhaseModule", warmup_frac: float = 0.0):
-    """Linear warm-up over warmup_frac of training, then cosine decay to 0, per optimizer step. The length is read
-    from the Trainer at every fit (PhaseModule.on_train_start), so resuming with a longer max_steps stretches the
-    schedule instead of overrunning a fixed one."""
-
-    def factor(step: int) -> float:
-        total = max(module.total_steps, 1)
-        warm = warmup_frac * total
-        if step < warm:
-            return (step + 1) / warm
-        return cosine(step, warm, total - warm)
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class PhaseCheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or belongs to another phase."""
-
-
-class ConfigError(ValueError):
-    """Settings that contradict each other, the data or a checkpoint; the message names the flag to change.
-    The `dsls` command prints it as one line (dsls.cli.USER_ERRORS)."""
-
-
-class CheckpointPending(Exception):
-    """A checkpoint that an earlier phase of this run has not written yet: raised instead of PhaseCheckpointError
-    while the pipeline checks every phase's settings before phase 1 trains (`pending_checkpoints`). A module's
-    __init__ checks its own settings before it loads a checkpoint, so reaching this means they all passed."""
-
-
-_PENDING: set[str] = set()  # absolute paths: see pending_checkpoints
-
-
-@contextlib.contextmanager
-def pending_checkpoints(paths):
-    """Within the block, loading one of `paths` that does not exist yet raises CheckpointPending."""
-    added = {os.path.abspath(p) for p in paths} - _PENDING
-    _PENDING.update(added)
-    try:
-        yield
-    finally:
-        _PENDING.difference_update(added)
-
-
-def _an(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
-
-
-def _describe(phases: tuple[str, ...]) -> str:
-    return " or ".join(f"{_an(p)} ({PHASES[p]}) checkpoint" for p in phases)
-
-
-def _read(path, flag: str, expected: tuple[str, ...]) -> object:
-    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint cannot run code when
-    loaded (Lightning's own --ckpt_path loading does the same). Every dsls checkpoint is such data."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError as e:
-        raise PhaseCheckpointError(f"{flag}={path} cannot be read ({e.strerror}): check its permissions.") from e
-    except Exception as e:  # a damaged file fails anywhere in the zip reader (OSError too) or the unpickler
-        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if blocked:
-            raise PhaseCheckpointError(
-                f"{flag}={path} holds Python objects ({blocked[1]}) that dsls never saves; it is refused because "
-                f"loading it could run code. Pass {_describe(expected)} written by dsls.") from e
-        raise PhaseCheckpointError(
-            f"{flag}={path} is not a readable checkpoint (truncated or corrupt?). Pass {_describe(expected)}; "
-            "if it was copied from elsewhere, copy it again.") from e
-
-
-def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[str, ...],
-                          flag: str | None = None) -> dict:
-    """Load a checkpoint and check it was written by an `expected` phase, with an error that names the fix.
-    Loads tensors and plain data only (weights_only=True): a file that needs other objects is refused, never run."""
-    expected = (expected,) if isinstance(expected, str) else tuple(expected)
-    flag = flag or FLAG_FOR[expected[0]]
-    if not path:
-        raise PhaseCheckpointError(f"{flag} is required: pass {_describe(expected)}.")
-    if not os.path.isfile(path):
-        if os.path.abspath(path) in _PENDING:
-            raise CheckpointPending(path)
-        raise PhaseCheckpointError(
-            f"{flag}={path} does not exist. Pass {_describe(expected)}, "
-            f"e.g. runs/<dataset>/<run>/{expected[0]}/checkpoints/last.ckpt."
-        )
-    ckpt = _read(path, flag, expected)
-    found = ckpt.get("dsls_phase") if isinstance(ckpt, dict) else None
-    if found not in expected:
-        what = f"{_an(found)} ({PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
-        raise PhaseCheckpointError(f"{flag}={path} is {what}, but this needs {_describe(expected)}.")
-    return ckpt
 
 
 def frozen_from_checkpoint(cls: type, ck: dict, **init_overrides) -> "PhaseModule":
@@ -215,15 +108,14 @@ class LatentPhase(PhaseModule):
     Subclasses call `_init_latent` in __init__, give their `latent_net` and may override `autoencoder_frozen`."""
 
     autoencoder_sources: tuple[str, ...] = ("reconstruction",)
-    # the σ ladder's defaults, one place for D and the classifier (their __init__ signatures use them)
-    SIGMA_MIN, NUM_LEVELS, SIGMA_SAMPLING = 0.03, 10, "lowbiased"  # the phases whose checkpoint can give the autoencoder
+    # (the σ ladder's defaults, shared by D and the classifier: dsls.noise.LATENT_LADDER)
 
     def _init_latent(self, autoencoder_ckpt: Optional[str], autoencoder: Optional[dict],
                      sigma_max: Optional[float]) -> dict:
         """Builds self.autoencoder and the σ_max buffer; returns the autoencoder's hyper-parameters (to save).
         From a phase-2 checkpoint (where autoencoder_sources allows it) the autoencoder is phase 2's, which joint mode
         has fine-tuned, and σ_max=None takes phase 2's σ_max: the same codes and the same ladder as D."""
-        from dsls.phases.reconstruction import autoencoder_from_hparams
+        from dsls.nets.autoencoder import autoencoder_from_hparams
 
         state = None
         if autoencoder is None:
@@ -281,7 +173,7 @@ class LatentPhase(PhaseModule):
         (`train_views()`: the plain set, plus its mirror image when it flips at random), on the CPU. Under DDP every
         rank encodes the whole set. A data module without train_views gives its train_set as the one view."""
         from dsls.data.loaders import make_loader
-        from dsls.phases.reconstruction import unpack
+        from dsls.data.loaders import unpack
 
         dm, t0 = self.trainer.datamodule, time.perf_counter()
         views = dm.train_views() if hasattr(dm, "train_views") else [dm.train_set]  # no augmentation to unroll
@@ -301,7 +193,7 @@ class LatentPhase(PhaseModule):
         if dm is None:
             raise ValueError(f"{type(self).__name__} reads code statistics from the datamodule: fit with datamodule=…")
         from dsls.data.loaders import CodeRows
-        from dsls.phases.reconstruction import unpack
+        from dsls.data.loaders import unpack
 
         if self.caches_codes and self.autoencoder_frozen and hasattr(dm, "train_set"):
             # Encode once instead of at every step. Every dsls data module builds its train loader from .train_set,

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsls.phases.base import ConfigError
-
-
-class DivergedError(ConfigError):
-    """A phase's weights are non-finite; the message names the phase and the learning rates to lower."""
+from dsls.errors import DivergedError
 
 
 def nonfinite_tensors(module: torch.nn.Module) -> tuple[int, int]:

@@ -10,9 +10,12 @@ from typing import Optional
 
 import torch
 
+from dsls.checkpoints import load_phase_checkpoint
 from dsls.losses import noisy_cross_entropy
 from dsls.nets import NoiseConditionalDiscriminator
-from dsls.phases.base import LatentPhase, frozen_from_checkpoint, init_args, load_phase_checkpoint, warmup_cosine
+from dsls.noise import LATENT_LADDER
+from dsls.phases.base import LatentPhase, frozen_from_checkpoint, init_args
+from dsls.phases.schedules import warmup_cosine
 
 
 class LatentClassifierModule(LatentPhase):
@@ -24,9 +27,9 @@ class LatentClassifierModule(LatentPhase):
         autoencoder_ckpt: Optional[str] = None,
         num_classes: int = 10,
         sigma_max: Optional[float] = None,
-        sigma_min: float = LatentPhase.SIGMA_MIN,
-        num_levels: int = LatentPhase.NUM_LEVELS,
-        sigma_sampling: str = LatentPhase.SIGMA_SAMPLING,
+        sigma_min: float = LATENT_LADDER.sigma_min,
+        num_levels: int = LATENT_LADDER.num_levels,
+        sigma_sampling: str = LATENT_LADDER.sigma_sampling,
         c_hidden: int = 256,
         c_depth: int = 3,
         c_embed_dim: int = 64,
@@ -92,7 +95,7 @@ class LatentClassifierModule(LatentPhase):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup_cosine(opt, self), "interval": "step"}}
 
 
-def load_latent_classifier(path: str) -> LatentClassifierModule:
-    """A frozen latent classifier from its checkpoint (a wrong phase's fails with the flag to fix)."""
-    ck = load_phase_checkpoint(path, "latent_classifier", flag="--model.classifier_ckpt")
+def load_latent_classifier(path: str, flag: str = "--model.classifier_ckpt") -> LatentClassifierModule:
+    """A frozen latent classifier from its checkpoint (a wrong phase's fails naming `flag`, the setting to fix)."""
+    ck = load_phase_checkpoint(path, "latent_classifier", flag=flag)
     return frozen_from_checkpoint(LatentClassifierModule, ck, autoencoder_ckpt=None)

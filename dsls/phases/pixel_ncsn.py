@@ -11,11 +11,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from dsls.data.loaders import unpack
 from dsls.losses import dsm
 from dsls.nets.score_nets import build_score_net
-from dsls.noise import SigmaLadder
-from dsls.phases.base import PhaseModule, init_args, warmup_cosine
-from dsls.phases.reconstruction import unpack
+from dsls.noise import PIXEL_LADDER, SigmaLadder
+from dsls.phases.base import PhaseModule, init_args
+from dsls.phases.schedules import warmup_cosine
 from dsls.score import Score
 
 
@@ -28,9 +29,9 @@ class PixelNCSNModule(PhaseModule):
         arch: str = "mlp",
         net: Optional[dict] = None,
         sigma_max: Optional[float] = None,
-        sigma_min: float = 0.01,
-        num_levels: int = 10,
-        sigma_sampling: str = "loguniform",
+        sigma_min: float = PIXEL_LADDER.sigma_min,
+        num_levels: int = PIXEL_LADDER.num_levels,
+        sigma_sampling: str = PIXEL_LADDER.sigma_sampling,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         warmup_frac: float = 0.02,

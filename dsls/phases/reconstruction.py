@@ -6,57 +6,11 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from dsls.nets import build_autoencoder
-from dsls.phases.base import ConfigError, PhaseModule, init_args
-
-
-class RunningStandardize(nn.Module):
-    """(z − mean) / std with running statistics, in training too: unlike BatchNorm, the code of a sample never
-    depends on its batch, so the decoder sees at evaluation exactly the codes it was trained on."""
-
-    def __init__(self, dim: int, momentum: float = 0.01):
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("var", torch.ones(dim))
-        self.register_buffer("initialised", torch.tensor(False))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                m, v = z.mean(0), z.var(0)
-                w = 1.0 if not self.initialised else self.momentum
-                self.mean.lerp_(m, w)
-                self.var.lerp_(v, w)
-                self.initialised.fill_(True)
-        return (z - self.mean) / torch.sqrt(self.var + 1e-6)
-
-
-class Autoencoder(nn.Module):
-    """E and G; normalize_latent standardises codes (running statistics) so q sits on the prior's scale."""
-
-    def __init__(self, data_shape: Sequence[int], latent_dim: int, arch="mlp", hidden=256, depth=3,
-                 tanh_output=False, normalize_latent=True, code_noise=0.0, channel_mult=None):
-        super().__init__()
-        self.encoder, self.decoder = build_autoencoder(arch, data_shape, latent_dim, hidden, depth, tanh_output,
-                                                       channel_mult)
-        self.norm = RunningStandardize(latent_dim) if normalize_latent else nn.Identity()
-        self.code_noise = code_noise  # std of a stochastic encoder's Gaussian noise (0 = deterministic)
-        self.data_shape, self.latent_dim = tuple(data_shape), latent_dim
-
-    def encode(self, x: torch.Tensor, sample: bool = True) -> torch.Tensor:
-        z = self.norm(self.encoder(x))
-        return z + self.code_noise * torch.randn_like(z) if sample and self.code_noise > 0 else z
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-
-def unpack(batch):
-    """Batches are tensors (toy) or (x, y) tuples (image data sets)."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+from dsls.errors import ConfigError
+from dsls.data.loaders import unpack  # noqa: F401  (importable here, as before)
+from dsls.nets.autoencoder import AE_KEYS, Autoencoder, autoencoder_from_hparams  # noqa: F401  (as before)
+from dsls.phases.base import PhaseModule, init_args
 
 
 class ReconstructionModule(PhaseModule):
@@ -123,11 +77,3 @@ class ReconstructionModule(PhaseModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-AE_KEYS = ("data_shape", "latent_dim", "arch", "hidden", "depth", "tanh_output", "normalize_latent", "code_noise",
-           "channel_mult")
-
-
-def autoencoder_from_hparams(hp: dict) -> Autoencoder:
-    return Autoencoder(**{k: hp[k] for k in AE_KEYS if k in hp})

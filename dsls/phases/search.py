@@ -16,12 +16,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from dsls.distributed import all_gather
+from dsls.errors import TaskError
 from dsls.interrupts import stop_on_sigterm
-from dsls.phases.base import frozen_from_checkpoint, init_args, load_phase_checkpoint
+from dsls.loading import load_phase_module
+from dsls.model import GUIDANCE_SCALE, SAMPLE_BATCH, sample_batch, sampling_model
+from dsls.phases.base import init_args
 from dsls.runs import format_table, merge_results, save_samples, save_search_ckpt
-from dsls.samplers import SamplerSettings, build_samplers, sample_indices
+from dsls.samplers import SamplerSettings, build_samplers
 from dsls.score import SamplingModel
-from dsls.tasks import Conditions, TaskError
+from dsls.tasks import Conditions
 from dsls.tasks.generate import GuidedGeneration
 
 
@@ -33,7 +36,7 @@ class LatentSearchModule(L.LightningModule):
         ckpt: Optional[str] = None,
         samplers: SamplerSettings = SamplerSettings(),
         num_samples: int = 2500,
-        batch_size: int = 2500,
+        batch_size: int = SAMPLE_BATCH,
         sigma_max: Optional[float] = None,
         sigma_min: Optional[float] = None,
         num_levels: Optional[int] = None,
@@ -46,7 +49,7 @@ class LatentSearchModule(L.LightningModule):
         feature_extractor_weights_path: Optional[str] = None,
         classifier_ckpt: Optional[str] = None,
         labels: Optional[Union[int, Literal["balanced"]]] = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = GUIDANCE_SCALE,
     ):
         """ckpt: a phase-2 checkpoint (latent search), or a pixel_ncsn one (the pixel-space baseline, whose results are
         keyed pixel_<sampler>). samplers: the samplers to run, each with its settings, e.g. {none: {}, langevin:
@@ -74,16 +77,17 @@ class LatentSearchModule(L.LightningModule):
             raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
                             "(sample i gets class i mod K) or --model.labels=<class>")
         self.save_hyperparameters({**hp, "samplers": {n: s.settings() for n, s in chosen.items()}})  # plain data
-        self.model: SamplingModel = load_sampling_model(ckpt)
+        self.model: SamplingModel = sampling_model(ckpt)  # a dsls.model.LatentModel, or the pixel-space baseline
         pixel = self.model.phase == "pixel_ncsn"
         # 'none' on a pixel model would just be Gaussian noise images: not a baseline worth scoring
         self.samplers = {n: s for n, s in chosen.items() if not (pixel and n == "none")}
         self.key_prefix = "pixel_" if pixel else ""  # results keys: pixel_langevin, ...
         self.dataset_name = self.model.dataset_name
         self.ladder = self.model.ladder.with_overrides(sigma_max, sigma_min, num_levels)
-        self.score = self.model.score_fn()
         self.guidance = None if labels is None else GuidedGeneration.load(classifier_ckpt, self.model, labels,
                                                                           guidance_scale)
+        if self.guidance is not None:
+            self.model = self.guidance.model  # the same model, with the latent classifier attached
         self._outputs: list[dict] = []
 
     # -- data: sample indices, so every rank draws its own part of one fixed set of samples ---------------------
@@ -126,13 +130,11 @@ class LatentSearchModule(L.LightningModule):
     def _search(self, batch: dict) -> dict:
         hp, out, idx = self.hparams, {}, batch["idx"].cpu()
         track = hp.track if int(idx[0]) == 0 else 0
-        terms = None
-        if "y" in batch:
-            label_of = dict(zip(idx.tolist(), batch["y"].tolist()))
-            terms = lambda rows: [self.guidance.term([label_of[r] for r in rows], self.device)]  # noqa: E731
+        labels = batch["y"].tolist() if "y" in batch else None
         for name, sampler in self.samplers.items():
-            t0 = self._sync_time()
-            res, x = sample_indices(self.model, sampler, self.score, self.ladder, hp.seed, idx.tolist(), track, terms)
+            t0 = self._sync_time()  # one code path with LatentModel.sample: dsls.model.sample_batch
+            res, x = sample_batch(self.model, sampler, idx.tolist(), hp.seed, self.ladder, labels, hp.guidance_scale,
+                                  track)
             o = {"idx": idx, "z0": res.z0.cpu(), "z": res.z.cpu(), "x": x.cpu(), "seconds": self._sync_time() - t0,
                  "nfe": res.nfe}
             if "y" in batch:
@@ -170,7 +172,6 @@ class LatentSearchModule(L.LightningModule):
         return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
     def _finish(self) -> None:
-        from dsls.callbacks.plots import save_class_grid
         from dsls.callbacks.search_figures import log_search_media, log_search_metrics, save_search_figures
         from dsls.metrics.samples import sample_metrics
 
@@ -207,9 +208,6 @@ class LatentSearchModule(L.LightningModule):
         log_search_metrics(self.logger, results)  # any logger: search/<sampler>/<metric> (the sweeps' target)
         images = save_search_figures(out_dir, self.model, arrays, trajs, results, self.dataset_name,
                                      self.ladder.sigma_min)
-        if self.guidance is not None:  # one grid per class: row k holds the samples asked to be class k
-            for key, arr in arrays.items():
-                save_class_grid(os.path.join(out_dir, f"guided-{key}.png"), arr["x"], arr["y"], self.dataset_name)
         log_search_media(self.logger, results, images)  # W&B: a results table and the images with their settings
         self.print(format_table(results))
 
@@ -227,17 +225,7 @@ class LatentSearchModule(L.LightningModule):
         self._finish()
 
 
-def load_sampling_model(ckpt: Optional[str]) -> SamplingModel:
-    """Rebuild the frozen model a search samples from: phase 2 (D + autoencoder) or the pixel_ncsn baseline."""
-    from dsls.phases.adversarial import AdversarialModule
-    from dsls.phases.pixel_ncsn import PixelNCSNModule
-
-    from dsls.phases.finite import check_finite_weights
-
-    ck = load_phase_checkpoint(ckpt, ("adversarial", "pixel_ncsn"), flag="--model.ckpt")
-    if ck["dsls_phase"] == "pixel_ncsn":
-        model = frozen_from_checkpoint(PixelNCSNModule, ck)
-    else:
-        model = frozen_from_checkpoint(AdversarialModule, ck, autoencoder_ckpt=None)
-    check_finite_weights(model, f"in --model.ckpt={ckpt}", loaded=True)  # else the search would blame its step size
-    return model
+def load_sampling_model(ckpt: Optional[str]):
+    """The frozen phase module of a phase-2 or pixel_ncsn checkpoint (experiments/bench_sampling.py times its nets);
+    the search itself samples from dsls.model.sampling_model."""
+    return load_phase_module(ckpt)

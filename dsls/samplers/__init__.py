@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
 from dsls.samplers.base import (SAMPLERS, PerSampleRNG, Sampler, SamplerOutput, make_sampler, pad_rows,  # noqa: F401
                                 register, sample_indices, sample_seed, setting_names)
 from dsls.samplers import langevin, pc, ode  # noqa: F401,E402,I001  (registers the families, in this order)
@@ -71,3 +71,11 @@ def build_samplers(spec=None, default=DEFAULT_SAMPLERS) -> dict[str, Sampler]:
         return build_samplers(default, default=())
     return {name: make_sampler(name, settings) for name, settings in items}
 
+
+def sampler_flag_hint(key: str, prefix: str = "--model.") -> str | None:
+    """For a --model.X that is a sampler's setting (eps0, steps_per_level, ...): where it goes now."""
+    owners = [n for n in SAMPLERS if key in setting_names(n)]
+    if not owners:
+        return None
+    return (f"{prefix}{key} is a sampler setting: write {prefix}samplers.{owners[0]}.{key}=... "
+            f"(samplers with this setting: {', '.join(owners)})")

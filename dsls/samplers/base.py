@@ -13,8 +13,9 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from dsls.errors import ConfigError
 from dsls.noise import SigmaLadder
-from dsls.phases.base import ConfigError
+from dsls.errors import SearchDiverged  # noqa: F401  (defined there; importable here)
 
 ScoreFn = Callable[..., torch.Tensor]  # score_fn(z, σ) -> s(z, σ), e.g. a dsls.score.Score
 SAMPLERS: dict[str, type["Sampler"]] = {}
@@ -132,20 +133,6 @@ def sample_indices(model, sampler: Sampler, score_fn: ScoreFn, ladder: SigmaLadd
     with torch.no_grad():
         x = model.decode(out.z)[:n]
     return SamplerOutput(z0=out.z0[:n], z=out.z[:n], nfe=out.nfe, trajectory=out.trajectory), x
-
-
-class SearchDiverged(FloatingPointError):
-    """Latents became NaN/Inf. bad: which rows (a bool per row); the message counts them. sample_indices cuts the
-    rows back to the real samples (of_rows), so that pad_rows' copies are never counted."""
-
-    def __init__(self, bad: torch.Tensor, where: str):
-        self.bad, self.where = bad, where
-        super().__init__(f"search diverged: the latents of {int(bad.sum())} of the {len(bad)} samples in a batch "
-                         f"became NaN/Inf {where}. "
-                         "Lower the step size (eps0, snr) or check D's checkpoint.")
-
-    def of_rows(self, n: int) -> "SearchDiverged":
-        return SearchDiverged(self.bad[:n], self.where)
 
 
 def check_finite(z: torch.Tensor, where: str) -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from dsls.callbacks.progress import progress
+from dsls.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_level, check_positive, denoise, register
 
 

@@ -12,8 +12,8 @@ from typing import Literal, Optional
 import torch
 from torchdiffeq import odeint
 
-from dsls.callbacks.progress import progress
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
+from dsls.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_finite, check_positive, denoise, register
 
 
@@ -46,6 +46,7 @@ def solve_progress(sigma_from: float, sigma_to: float, desc: str):
 
 
 # torchdiffeq's solvers (its registry is private): adaptive ones pick their steps, fixed-step ones take the grid
+TOLERANCE = 1e-5  # rtol and atol of every probability-flow solve (search, interpolation, likelihood) unless set
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP = ("euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams", "fixed_adams")
 
@@ -61,8 +62,8 @@ class ProbabilityFlow(Sampler):
     chooses its steps for the whole batch, so a sample can differ across batch sizes, within the tolerances; a fixed
     grid does not. init: 'wide' starts at p_σmax = N(0, (1+σ_max²)I), the distribution the ODE maps to q_σmin."""
 
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    rtol: float = TOLERANCE
+    atol: float = TOLERANCE
     method: str = "dopri5"
     steps: Optional[int] = None
     denoise: bool = True
@@ -98,8 +99,8 @@ class ProbabilityFlow(Sampler):
         return SamplerOutput(z0=z0, z=z, nfe=nfe, trajectory=traj)
 
 
-def flow(score_fn, z: torch.Tensor, sigma_from: float, sigma_to: float, rtol: float = 1e-5, atol: float = 1e-5,
-         method: str = "dopri5") -> tuple[torch.Tensor, int]:
+def flow(score_fn, z: torch.Tensor, sigma_from: float, sigma_to: float, rtol: float = TOLERANCE,
+         atol: float = TOLERANCE, method: str = "dopri5") -> tuple[torch.Tensor, int]:
     """Carry z along the probability-flow ODE from σ_from to σ_to, in either direction (up: a code to its σ_max
     'noise code'; down: back), returning (z at σ_to, score evaluations). Used by interpolation."""
     t = torch.log(torch.tensor([sigma_from, sigma_to], dtype=z.dtype, device=z.device))

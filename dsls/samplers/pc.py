@@ -1,6 +1,6 @@
 """Predictor–corrector sampling (score_sde) on the VE process z_σ = z + σ·n.
 
-The score includes the prior term: s(z, σ) = ∇z log q_σ(z) (DESIGN.md §1), so the predictor is the reverse
+The score includes the prior term: s(z, σ) = ∇z log q_σ(z) (docs/concepts.md), so the predictor is the reverse
 diffusion of q_σ itself.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Literal, Optional
 
 import torch
 
-from dsls.callbacks.progress import progress
-from dsls.phases.base import ConfigError
+from dsls.errors import ConfigError
+from dsls.progress import progress
 from dsls.samplers.base import Sampler, SamplerOutput, check_level, check_positive, denoise, register
 
 
@@ -27,8 +27,8 @@ class PredictorCorrector(Sampler):
 
     score_sde averages ‖n‖ and ‖s‖ over the batch; here ‖n‖/‖s‖ is replaced by σ_{i+1}, its value where s ≈ −n/σ
     (the DSM optimum), so ε = 2·(snr·σ_{i+1})². A sample must not depend on the batch it was drawn in (per-sample
-    seeds, DESIGN.md §1), and a per-sample ‖s‖ would not do: it vanishes at a mode's centre and throws the sample
-    out (measured on toy grid25: hq 0.80 → see README).
+    seeds, docs/reproducibility.md), and a per-sample ‖s‖ would not do: it vanishes at a mode's centre and throws the sample
+    out (measured on toy grid25: hq 0.80 → see docs/results/samplers.md).
     """
 
     snr: float = 0.16

@@ -1,9 +1,7 @@
 """What a trained model is used for, each task one file: generate (± class guidance), inverse (inpaint, colorize),
 interpolate, likelihood; evaluate.py rebuilds a checkpoint's search and dispatches them."""
 
-
-class TaskError(ValueError):
-    """A task's input is missing or wrong; the message says what to do (the scripts print it without a traceback)."""
+from dsls.errors import TaskError  # noqa: F401  (defined there; importable here)
 
 
 class Conditions:

@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from dsls.overrides import deep_merge, parse_overrides, sampler_flag_hint
+from dsls.errors import TaskError
+from dsls.nested import deep_merge, parse_overrides
 from dsls.runs import check_writable
-from dsls.tasks import TaskError
+from dsls.samplers import sampler_flag_hint
+from dsls.tasks.likelihood import NUM_CODES
 
 LEGACY_KEYS = ("eps0", "steps_per_level", "denoise", "init")  # sampler settings that were module arguments once
 
@@ -57,6 +59,9 @@ def search_settings(ckpt_path: str) -> dict:
                 hp = dict(model.get("init_args") or {}, out_dir=None)
         hp["ckpt"] = ckpt_path
     hp = _legacy_samplers(hp)
+    defaults = {k: p.default for k, p in inspect.signature(_search_module()).parameters.items()
+                if p.default is not inspect.Parameter.empty and k not in hp}
+    hp = {**defaults, **hp}  # what a phase-2 checkpoint alone does not say (seed, ...): the search's own defaults
     if not isinstance(hp.get("samplers"), dict):  # a list of names, or none saved: the defaults as a mapping
         from dsls.samplers import build_samplers
 
@@ -91,8 +96,13 @@ def run_search(hp: dict, trainer_kw: dict) -> dict:
     """One search into hp['out_dir']; returns its results.json entries."""
     import lightning as L
 
+    from dsls.callbacks.progress import StepProgressBar
+
     model = _search_module()(**hp)
-    L.Trainer(**trainer_kw).predict(model, return_predictions=False)
+    kw = dict(trainer_kw)
+    if kw.get("enable_progress_bar") is not False and "callbacks" not in kw:  # compact lines when piped, as dsls's
+        kw["callbacks"] = [StepProgressBar()]
+    L.Trainer(**kw).predict(model, return_predictions=False)
     return model.results
 
 
@@ -125,7 +135,7 @@ def check_same_search(hp: dict) -> None:
 
 
 def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), likelihood: bool = False,
-             likelihood_n: int = 500) -> dict:
+             likelihood_n: int = NUM_CODES) -> dict:
     """Run the checkpoint's search into out_dir (default <run>/eval-<time>). likelihood: also write likelihood.json;
     the search is then skipped when out_dir already holds every sampler's samples from the same search."""
     hp, trainer_kw, device = resolve_task(ckpt, out_dir, overrides)
@@ -144,8 +154,7 @@ def evaluate(ckpt: str, out_dir: str | None = None, overrides: list[str] = (), l
     if likelihood:
         from dsls.tasks.likelihood import evaluate_likelihood
 
-        out["likelihood"] = evaluate_likelihood(hp, hp["out_dir"], names, n=likelihood_n,
-                                                batch_size=min(likelihood_n, 500), device=device)
+        out["likelihood"] = evaluate_likelihood(hp, hp["out_dir"], names, n=likelihood_n, device=device)
     return out
 
 
@@ -204,7 +213,7 @@ def run_task(task: str, ckpt: str, out_dir: str | None = None, overrides: list[s
                         **({"likelihood_n": given["likelihood_n"]} if "likelihood_n" in given else {}))
     hp, _, device = resolve_task(ckpt, out_dir, overrides)
     model, ladder, metric_options = _task_model(hp, device)
-    seed = int(hp.get("seed") or 0)
+    seed = hp["seed"]
     if task == "interpolate":
         from dsls.tasks.interpolate import run_interpolation
 

@@ -8,15 +8,16 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from dsls.phases.base import PhaseCheckpointError
-from dsls.tasks import TaskError
+from dsls.errors import PhaseCheckpointError
+from dsls.errors import TaskError
 
 
 def load_latent_model(ckpt: str):
-    """The frozen phase-2 model whose score rates the latents (a pixel-space model has no latents to rate)."""
-    from dsls.phases.search import load_sampling_model
+    """The phase-2 model (a dsls.model.LatentModel) whose score rates the latents (a pixel-space model has no latents
+    to rate)."""
+    from dsls.model import sampling_model
 
-    model = load_sampling_model(ckpt)
+    model = sampling_model(ckpt)
     if model.phase != "adversarial":
         raise PhaseCheckpointError(f"this task needs a phase-2 (adversarial) checkpoint or its search.ckpt; "
                                    f"{ckpt} is a {model.phase} checkpoint.")
@@ -54,7 +55,7 @@ def datamodule_hparams(model) -> dict:
 def heldout_data(model, n: int, offset: int = 0) -> torch.Tensor:
     """Rows offset .. offset+n of the validation split, data space (toy (n, 2); images (n, C, H, W) in [-1, 1])."""
     from dsls.metrics.samples import reference_dataset
-    from dsls.phases.reconstruction import unpack
+    from dsls.data.loaders import unpack
 
     ds, _ = reference_dataset(datamodule_hparams(model), "val")
     if offset >= len(ds):

@@ -4,14 +4,16 @@
     dsls     both codes carried up the probability-flow ODE to σ_top, interpolated there, and every point of that path
              carried back down to σ_min. At σ_top = σ_max ('max', the design's recipe) the path is a slerp, as
              q_σmax ≈ N(0, (1+σ_max²)I) lives on a shell; below it, a straight line. The default σ_top = 1 (the
-             codes' own scale: holes filled, modes still apart) measured best on digits (README "Interpolation")
+             codes' own scale: holes filled, modes still apart) measured best on digits (docs/results/tasks.md)
 
-then decoded (no Tweedie step: the end points stay the codes themselves). Two hole figures per path:
+then decoded (no Tweedie step: the end points stay the codes themselves); the paths' math is dsls.interpolation, which
+LatentModel.interpolate uses too. Two hole figures per path:
     on_manifold  the fraction of path points whose D logit at σ_min is at least the 5th percentile of held-out codes'
                  logits (a point as typical as 95 % of real codes);
     path_energy  PPL-style: the mean over segments of ‖x_{k+1} − x_k‖² / ε², ε = 1/(steps − 1), on decoded frames
                  (a straight path at constant speed has the least; a jump through a hole costs a lot).
-Writes interpolate.npz (linear, dsls: (pairs, steps, data...)), interpolate.png and results.json["interpolate"].
+Writes interpolate.npz (linear, dsls: (pairs, steps, data...)), interpolate.png (dsls.figures.tasks: per pair a
+linear row above its DS-LS row, columns t) and results.json["interpolate"].
 """
 from __future__ import annotations
 
@@ -21,54 +23,20 @@ import time
 import numpy as np
 import torch
 
-from dsls.samplers.ode import flow
-from dsls.tasks import TaskError
+from dsls.errors import TaskError
+from dsls.interpolation import SIGMA_TOP, linear_path, ode_path, slerp, top_sigma  # noqa: F401  (the paths' math)
+from dsls.samplers.ode import TOLERANCE
 from dsls.tasks.inverse import check_new_output
 
 PERCENTILE = 5.0  # a path point is on the manifold when its D logit beats this percentile of held-out codes'
-PAIRS, STEPS, SIGMA_TOP = 64, 9, 1.0  # the defaults: pairs of held-out points, frames per path, σ of the path
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation of rows a, b (B, d) at fractions t (S,) → (B, S, d); the norm goes linearly from ‖a‖
-    to ‖b‖ (a Gaussian's typical set is a shell: the straight chord would cut inside it)."""
-    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
-    ua, ub = a / na, b / nb
-    omega = torch.arccos((ua * ub).sum(1).clamp(-1 + 1e-7, 1 - 1e-7)).view(-1, 1, 1)
-    t = t.view(1, -1, 1)
-    direction = torch.sin((1 - t) * omega) * ua.unsqueeze(1) + torch.sin(t * omega) * ub.unsqueeze(1)
-    direction = direction / torch.sin(omega)
-    return direction * ((1 - t) * na.unsqueeze(1) + t * nb.unsqueeze(1))
-
-
-def linear_path(za: torch.Tensor, zb: torch.Tensor, steps: int) -> torch.Tensor:
-    t = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device).view(1, -1, 1)
-    return (1 - t) * za.unsqueeze(1) + t * zb.unsqueeze(1)
-
-
-def top_sigma(ladder, sigma_top) -> float:
-    """σ_top: 'max' (or None) is σ_max; a number is clipped into the ladder's range."""
-    if sigma_top in (None, "max"):
-        return ladder.sigma_max
-    return min(max(float(sigma_top), ladder.sigma_min), ladder.sigma_max)
-
-
-def ode_path(score_fn, za: torch.Tensor, zb: torch.Tensor, steps: int, ladder, sigma_top=SIGMA_TOP, rtol: float = 1e-5,
-             atol: float = 1e-5) -> tuple[torch.Tensor, int]:
-    """(pairs, steps, d) latents of the DS-LS path, and the score evaluations it took."""
-    top_s = top_sigma(ladder, sigma_top)
-    ends, nfe_up = flow(score_fn, torch.cat([za, zb]), ladder.sigma_min, top_s, rtol, atol)
-    ua, ub = ends.split(len(za))
-    t = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device)
-    top = slerp(ua, ub, t) if top_s == ladder.sigma_max else linear_path(ua, ub, steps)  # (pairs, steps, d)
-    down, nfe_down = flow(score_fn, top.flatten(0, 1), top_s, ladder.sigma_min, rtol, atol)
-    return down.view_as(top), nfe_up + nfe_down
+PAIRS, STEPS = 64, 9  # the defaults: pairs of held-out points, frames per path (σ of the path: SIGMA_TOP)
 
 
 def logit_at_sigma_min(model, z: torch.Tensor, sigma_min: float | None = None) -> torch.Tensor:
+    """The model's logit (LatentModel.logit: D's) of latents z at σ_min."""
     sigma_min = model.ladder.sigma_min if sigma_min is None else sigma_min
     with torch.no_grad():
-        return model.discriminator(z, torch.full((len(z),), sigma_min, device=z.device))
+        return model.logit(z, torch.full((len(z),), sigma_min, device=z.device))
 
 
 def hole_figures(model, paths: torch.Tensor, frames: torch.Tensor, threshold: float,
@@ -80,40 +48,12 @@ def hole_figures(model, paths: torch.Tensor, frames: torch.Tensor, threshold: fl
     return {"on_manifold": float((logits >= threshold).float().mean()), "path_energy": float(seg.mean())}
 
 
-def save_interpolation_figure(path: str, linear: np.ndarray, dsls: np.ndarray, dataset_name=None, n: int = 6) -> None:
-    """Images: strips, per pair a linear row above its DS-LS row. 2-D points: both paths over the data."""
-    if linear.ndim == 3:
-        import matplotlib.pyplot as plt
-
-        from dsls.callbacks.plots import reference_samples
-
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ref = reference_samples(dataset_name)
-        for i in range(min(n, len(linear))):
-            ax.plot(linear[i, :, 0], linear[i, :, 1], "o-", ms=2, c="tab:red", label="linear" if i == 0 else None)
-            ax.plot(dsls[i, :, 0], dsls[i, :, 1], "o-", ms=2, c="tab:blue", label="DS-LS" if i == 0 else None)
-        if ref is not None:
-            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.8")
-        ax.legend()
-        ax.set_aspect("equal")
-        ax.set_title("interpolations: linear (red) vs DS-LS (blue)")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return
-    from torchvision.utils import save_image
-
-    from dsls.callbacks.plots import upscaled
-
-    rows = [torch.as_tensor(p[i]) for i in range(min(n, len(linear))) for p in (linear, dsls)]
-    save_image(upscaled(torch.cat(rows).clamp(-1, 1)), path, nrow=linear.shape[1], normalize=True, value_range=(-1, 1),
-               pad_value=1)
-
-
 def run_interpolation(model, out_dir: str, pairs: int = PAIRS, steps: int = STEPS, reference_codes: int = 1000,
-                      sigma_top=SIGMA_TOP, rtol: float = 1e-5, atol: float = 1e-5, ladder=None) -> dict:
+                      sigma_top=SIGMA_TOP, rtol: float = TOLERANCE, atol: float = TOLERANCE, ladder=None) -> dict:
     """Interpolate `pairs` pairs of held-out points (validation rows 0..2·pairs−1); the logit threshold comes from
     the next `reference_codes` held-out codes. Writes the npz, the PNG and results.json["interpolate"]."""
     from dsls.checkpoints import save_npz
+    from dsls.figures.tasks import save_interpolation_figure
     from dsls.runs import merge_results
     from dsls.tasks.heldout import heldout_codes
 

@@ -3,11 +3,13 @@
 (dsls.guidance.Measurement); every sample keeps its per-sample seeds. Beside it, the naive baseline: encode the
 observation and decode it.
 
-Writes inverse-<task>.npz (truth, observed, mask, dsls, baseline: (N, C, H, W) in [-1, 1]; mask 1 = known),
-inverse-<task>.png (observation | DS-LS | baseline | truth) and results.json["<task>"] with, for DS-LS and the
-baseline: psnr_missing (mean over images of the PSNR on the missing pixels, peak-to-peak 2; colorization: all
-pixels), residual (RMS of A(x) − y_obs) and the data set's image metric of the results (classifier-FID for digits
-and MNIST, FID for other images where its weights are present).
+Writes inverse-<task>.npz (truth, observed, mask, dsls, baseline, and for inpainting dsls_pasted: (N, C, H, W) in
+[-1, 1]; mask 1 = known; solve says how dsls and dsls_pasted differ), inverse-<task>.png (dsls.figures.tasks:
+labelled columns observation | DS-LS | baseline | truth, one row per image) and results.json["<task>"] with, for
+DS-LS and the baseline: psnr_missing (mean over images of the PSNR on the missing pixels, peak-to-peak 2;
+colorization: all pixels), residual (RMS of A(x) − y_obs; inpainting also residual_pasted, of dsls_pasted) and the
+data set's image metric of the results (classifier-FID for digits and MNIST, FID for other images where its weights
+are present).
 """
 from __future__ import annotations
 
@@ -17,15 +19,15 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from dsls.guidance import Luma, Masking, Measurement, box_mask, random_pixel_mask
-from dsls.samplers import make_sampler, pad_rows, sample_indices
-from dsls.tasks import Conditions, TaskError
+from dsls.errors import TaskError
+from dsls.guidance import MEASUREMENT_SCALE, Luma, Masking, box_mask, random_pixel_mask
+from dsls.model import DPS_BATCH, paste_back
+from dsls.samplers import make_sampler
 
 TASKS = ("inpaint", "colorize")
 MASKS = ("box", "random")
-SCALE = 10.0  # the measurement weight w: the best of {3, 5, 10, 20, 30} on digits inpainting and tinted colorization
+SCALE = MEASUREMENT_SCALE  # the measurement weight w (dsls.guidance: its one default)
 NUM_IMAGES = 100  # held-out images per task
 
 
@@ -58,45 +60,41 @@ def psnr(x: torch.Tensor, truth: torch.Tensor, where: torch.Tensor) -> float:
 
 
 def solve(model, truth: torch.Tensor, task: str, sampler_name: str = "langevin", settings: dict | None = None,
-          scale: float = SCALE, mask: str = "box", fraction: float = 0.5, seed: int = 0, batch_size: int = 250,
+          scale: float = SCALE, mask: str = "box", fraction: float = 0.5, seed: int = 0, batch_size: int = DPS_BATCH,
           ladder=None, log=print) -> dict:
-    """DS-LS and the baseline for every row of truth; returns the npz arrays and their metrics (no files). The data
-    loader yields each image with its index; a batch's observations are built for its padded rows (pad_rows), so a
-    result depends on its index and seed alone, never on the batch."""
+    """DS-LS and the baseline for every row of truth; returns the npz arrays and their metrics (no files). DS-LS is
+    LatentModel.dps, the code path of model.inpaint and model.colorize: a result depends on its row's index and the
+    seed alone, never on the batch (a row's random mask too: drawn from (seed, index)).
+
+    Inpainting also gives `dsls_pasted`, the DS-LS result with the observed pixels replaced by the observation
+    (dsls.model.paste_back; what model.inpaint returns by default), and its residual_pasted (0 but for rounding);
+    `dsls` stays the decoded search result as it is, whose observed pixels DPS fits only approximately. psnr_missing
+    is the same for both (only missing pixels count). Colorization observes no pixel, only the luma, so it has
+    nothing to paste: its arrays and results have no _pasted entries."""
     if task == "inpaint" and mask == "random" and not 0 < fraction < 1:
         raise TaskError(f"--fraction must be in (0, 1), got {fraction}")
     sampler = make_sampler(sampler_name, settings)
-    ladder = ladder or model.ladder
-    score, device = model.score_fn(), model.device
-    loader = DataLoader(Conditions({"idx": torch.arange(len(truth)), "truth": truth}), batch_size=batch_size)
-    out = {k: [] for k in ("truth", "observed", "mask", "dsls", "baseline")}
-    res_d, res_b, nfe, t0 = [], [], 0, time.perf_counter()
-    for b, batch in enumerate(loader):
-        idx = batch["idx"].tolist()
-        rows = pad_rows(idx)
-        pad = len(rows) - len(idx)  # padded like the search's batch: copies of the last row
-        x_rows = torch.cat([batch["truth"], batch["truth"][-1:].expand(pad, *truth.shape[1:])]).to(device)
-        op, y_obs, m, shown = operator_for(task, x_rows, rows, mask, fraction, seed)
-        term = Measurement(score, model.decode, op, y_obs, scale)
-        res, x = sample_indices(model, sampler, score, ladder, seed, idx, terms=lambda _rows: [term])
-        with torch.no_grad():
-            base = model.decode(model.autoencoder.encode(shown, sample=False))[: len(idx)]
-            res_d.append(_residual(op, y_obs, x, len(idx)))
-            res_b.append(_residual(op, y_obs, base, len(idx)))
-        for k, v in (("truth", x_rows), ("observed", shown), ("mask", m), ("dsls", x), ("baseline", base)):
-            out[k].append(v[: len(idx)].detach().cpu())
-        nfe = max(nfe, res.nfe)
-        log(f"  {task}: batch {b + 1}/{len(loader)} ({len(idx)} images, {res.nfe} NFE)")
-    arrays = {k: torch.cat(v).clamp(-1, 1) for k, v in out.items()}  # DESIGN.md §3: images in [-1, 1]
+    ladder, n, t0 = ladder or model.ladder, len(truth), time.perf_counter()
+    truth = truth.to(model.device)
+    op, y_obs, m, shown = operator_for(task, truth, range(n), mask, fraction, seed)  # every row at once
+    rows_op = (lambda rows: Masking(m[rows])) if task == "inpaint" else (lambda rows: op)
+    sol = model.dps(rows_op, truth, sampler_name, seed, scale, batch_size, ladder, **(settings or {}))
+    with torch.no_grad():
+        base = torch.cat([model.decode(model.encode(b)) for b in shown.split(batch_size)])
+    results = {"dsls": sol.x, "baseline": base}
+    if task == "inpaint":
+        results["dsls_pasted"] = paste_back(sol.x, truth, m)
+    log(f"  {task}: {n} images, {sol.nfe} NFE per batch")
+    arrays = {k: v.detach().cpu().clamp(-1, 1) for k, v in  # the run-folder contract: images in [-1, 1]
+              {"truth": truth, "observed": shown, "mask": m, **results}.items()}
     missing = arrays["mask"] == 0 if task == "inpaint" else torch.ones_like(arrays["mask"], dtype=torch.bool)
-    metrics = {}
-    for name, res_list in (("dsls", res_d), ("baseline", res_b)):
-        r = torch.cat(res_list)
-        metrics[name] = {"psnr_missing": psnr(arrays[name], arrays["truth"], missing.float()),
-                         "residual": float(r.mean())}
-    n = len(truth)
+    metrics = {name: {"psnr_missing": psnr(arrays[name], arrays["truth"], missing.float()),
+                      "residual": float(_residual(op, y_obs, results[name], n).mean())}
+               for name in ("dsls", "baseline")}
+    if task == "inpaint":
+        metrics["dsls"]["residual_pasted"] = float(_residual(op, y_obs, results["dsls_pasted"], n).mean())
     info = {"sampler": sampler_name, "settings": sampler.settings(), "guidance_scale": float(scale), "seed": seed,
-            "num_samples": n, "nfe": nfe, "seconds_per_sample": (time.perf_counter() - t0) / max(n, 1),
+            "num_samples": n, "nfe": sol.nfe, "seconds_per_sample": (time.perf_counter() - t0) / max(n, 1),
             "ladder": ladder.state_dict()}
     if task == "inpaint":
         info.update(mask=mask, **({"fraction": fraction} if mask == "random" else {}))
@@ -107,17 +105,6 @@ def _residual(op, y_obs: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
     """RMS of A(x) − y_obs per image."""
     r = (op(x) - y_obs[: len(x)])[:n]
     return r.flatten(1).pow(2).mean(1).sqrt().detach().cpu()
-
-
-def save_inverse_figure(path: str, arrays: dict, n: int = 8) -> None:
-    """One row per image: observation | DS-LS | baseline | truth."""
-    from torchvision.utils import save_image
-
-    from dsls.callbacks.plots import upscaled
-
-    cols = [torch.as_tensor(arrays[k][:n]) for k in ("observed", "dsls", "baseline", "truth")]
-    grid = torch.stack(cols, 1).flatten(0, 1)  # row-major: each image's four panels side by side
-    save_image(upscaled(grid.clamp(-1, 1)), path, nrow=4, normalize=True, value_range=(-1, 1), pad_value=1)
 
 
 def image_options(options: dict) -> dict:
@@ -131,6 +118,7 @@ def run_inverse(model, task: str, out_dir: str, n: int = NUM_IMAGES, options: di
     """Solve `task` on the first n held-out images and write the npz, the PNG and results.json["<task>"]; an
     out_dir that already holds this task's results is refused (nothing is overwritten)."""
     from dsls.checkpoints import save_npz
+    from dsls.figures.tasks import save_inverse_figure
     from dsls.metrics.samples import metric_kind, sample_metrics
     from dsls.runs import merge_results
     from dsls.tasks.heldout import heldout_data
@@ -150,12 +138,12 @@ def run_inverse(model, task: str, out_dir: str, n: int = NUM_IMAGES, options: di
     out = solve(model, truth, task, **solve_kw)
     os.makedirs(out_dir, exist_ok=True)
     save_npz(os.path.join(out_dir, f"inverse-{task}.npz"), **out["arrays"])  # atomic: a full disk keeps no half
-    save_inverse_figure(os.path.join(out_dir, f"inverse-{task}.png"), out["arrays"])
+    save_inverse_figure(os.path.join(out_dir, f"inverse-{task}.png"), out["arrays"], task=task)
     entry = {**out["metrics"], **out["info"]}
     try:  # the npz is on disk before any metric can fail
         for name in ("dsls", "baseline"):
             got = sample_metrics(out["arrays"][name], model.dataset_name, options)
-            entry[name].update({k: v for k, v in got.items() if k in ("classifier_fid", "fid")})
+            entry[name].update({k: v for k, v in got.items() if k in ("classifier_fid", "fid", "colour_accuracy")})
     finally:
         merge_results(os.path.join(out_dir, "results.json"), {task: entry})
     return entry
@@ -169,7 +157,7 @@ def check_new_output(out_dir: str, name: str) -> None:
 
 def format_inverse(task: str, entry: dict) -> str:
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
-    cols = [c for c in ("psnr_missing", "residual", "classifier_fid", "fid") if c in entry["dsls"]]
+    cols = [c for c in ("psnr_missing", "residual", "classifier_fid", "fid", "colour_accuracy") if c in entry["dsls"]]
     lines = [f"{task} | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]
     lines += [f"{name} | " + " | ".join(fmt(entry[name].get(c)) for c in cols) for name in ("dsls", "baseline")]
     return "\n".join(lines)
