@@ -34,7 +34,7 @@ PUBLIC = ("samplers", "num_levels", "num_samples", "batch_size", "seed")  # what
 
 def search_settings(config_dir: Path, overrides: list[str]) -> tuple[dict, dict]:
     """(model init_args, trainer args) of the search phase: search.yaml plus the overrides that reach it."""
-    from dsls.tasks.evaluate import check_model_keys
+    from dsls.tasks.settings import check_model_keys
 
     cfg = yaml.safe_load((config_dir / "search.yaml").read_text())
     args = phase_args("search", cfg, overrides)

@@ -156,3 +156,30 @@ def load_phase_checkpoint(path: str | os.PathLike | None, expected: str | tuple[
         what = f"{_an(found)} ({PHASES.get(found, '?')}) checkpoint" if found else "not a dsls checkpoint"
         raise PhaseCheckpointError(f"{flag}={path} is {what}, but this needs {_describe(expected)}.")
     return ckpt
+
+
+# -- a finished phase's DONE stamp: which checkpoint it wrote --------------------------------------------------------
+def write_done(run_dir: str, phase: str, ckpt: str, global_step: int, seconds: float) -> str:
+    """<run>/<phase>/DONE: the phase finished and wrote `ckpt`, recorded relative to the phase's folder (so the run
+    folder may move) unless it lies outside it. Written atomically, like the checkpoint it names."""
+    rel = os.path.relpath(ckpt, os.path.join(run_dir, phase))
+    return save_json(os.path.join(run_dir, phase, "DONE"), {
+        "checkpoint": os.path.abspath(ckpt) if rel.startswith("..") else rel, "global_step": int(global_step),
+        "seconds": round(seconds)})
+
+
+def done_checkpoint(run_dir: str, phase: str, fix: str = "put it back, or pass another checkpoint",
+                    error: type = PhaseCheckpointError) -> Optional[str]:
+    """The checkpoint a finished phase of a run folder wrote, as its DONE stamp names it; None without a stamp. A
+    stamp whose checkpoint is gone raises `error` with `fix` (the pipeline: start over with --overwrite)."""
+    done = os.path.join(run_dir, phase, "DONE")
+    if not os.path.isfile(done):
+        return None
+    try:
+        rel = json.loads(open(done).read())["checkpoint"]
+    except (ValueError, KeyError, TypeError):  # a stamp from before the checkpoint was recorded
+        rel = os.path.join("checkpoints", "last.ckpt")
+    path = os.path.join(run_dir, phase, rel)  # an absolute `rel` (a checkpoint outside the run folder) stays as it is
+    if not os.path.isfile(path):
+        raise error(f"{done} says the {phase} phase finished, but its checkpoint {path} is missing: {fix}")
+    return path

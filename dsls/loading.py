@@ -7,13 +7,13 @@ loads here too (tests/data/run-v0.1.0 is one).
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from dsls.checkpoints import done_checkpoint
 from dsls.errors import PhaseCheckpointError
 from dsls.phases.base import frozen_from_checkpoint, load_phase_checkpoint
 from dsls.priors import DiscriminatorPrior, LatentClassifier
@@ -30,23 +30,6 @@ class Source:
     classifier: Optional[str] = None
     ladder: dict = field(default_factory=dict)
     loaded: Optional[dict] = None
-
-
-def done_checkpoint(run: str, phase: str) -> Optional[str]:
-    """The checkpoint a finished phase of a run folder wrote, as its DONE stamp names it (relative to the phase's
-    folder, so the run folder may move); None when the phase has no DONE stamp."""
-    done = Path(run, phase, "DONE")
-    if not done.is_file():
-        return None
-    try:
-        rel = json.loads(done.read_text())["checkpoint"]
-    except (ValueError, KeyError, TypeError):  # a stamp from before the checkpoint was recorded
-        rel = os.path.join("checkpoints", "last.ckpt")
-    path = os.path.join(run, phase, rel)  # an absolute `rel` (a checkpoint outside the run folder) stays as it is
-    if not os.path.isfile(path):
-        raise PhaseCheckpointError(f"{done} says the {phase} phase finished, but its checkpoint {path} is missing: "
-                                   "put it back, or pass another checkpoint")
-    return path
 
 
 def _from_run_folder(run: str) -> Source:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from dsls.checkpoints import done_checkpoint, write_done
 from dsls.errors import OverrideError, PipelineError  # noqa: F401  (importable here, as before)
 from dsls.interrupts import continued_by, pipeline_resume_command
 from dsls.nested import deep_merge, parse_overrides  # noqa: F401  (importable here, as before)
@@ -71,17 +72,7 @@ def claim_run_dir(run_dir: str, resume: bool, overwrite: bool) -> None:
 
 def finished_ckpt(run_dir: str, phase: str) -> str | None:
     """The checkpoint a finished fit phase wrote (its DONE stamp), or None if it did not finish."""
-    done = Path(run_dir, phase, "DONE")
-    if not done.is_file():
-        return None
-    try:
-        ckpt = os.path.join(run_dir, phase, json.loads(done.read_text())["checkpoint"])  # relative to the phase
-    except (ValueError, KeyError, TypeError):  # a stamp from before the checkpoint was recorded
-        ckpt = last_ckpt(run_dir, phase)
-    if not os.path.isfile(ckpt):
-        raise PipelineError(f"{done} says the {phase} phase finished, but its checkpoint {ckpt} is missing: put it "
-                            f"back, or start over with --overwrite")
-    return ckpt
+    return done_checkpoint(run_dir, phase, "put it back, or start over with --overwrite", PipelineError)
 
 
 def written_ckpt(cli, run_dir: str, phase: str, resume_from: str | None) -> str:
@@ -165,11 +156,8 @@ def run_pipeline(config_dir: str, overrides: list[str], run_dir: str | None = No
         timings[phase] = time.time() - t0
         if subcommand == "fit":  # DONE: this phase finished and wrote the checkpoint recorded in it
             ckpts[phase] = written_ckpt(cli, run_dir, phase, resume_from)
-            rel = os.path.relpath(ckpts[phase], os.path.join(run_dir, phase))  # so the run folder may move
             if is_rank_zero():
-                Path(run_dir, phase, "DONE").write_text(json.dumps({
-                    "checkpoint": os.path.abspath(ckpts[phase]) if rel.startswith("..") else rel,
-                    "global_step": cli.trainer.global_step, "seconds": round(timings[phase])}) + "\n")
+                write_done(run_dir, phase, ckpts[phase], cli.trainer.global_step, timings[phase])
     results_path = Path(run_dir, "results.json")
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     return {"run_dir": run_dir, "results": results, "seconds": timings, "checkpoints": ckpts}

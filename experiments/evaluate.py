@@ -19,7 +19,6 @@ overrides either (sampler settings merge into the saved ones); --trainer.X=value
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def _label(value: str):
@@ -31,13 +30,13 @@ def _sigma_top(value: str):
 
 
 def main() -> None:
-    from dsls.tasks.evaluate import TASKS
+    from dsls.tasks.registry import TASKS
     from dsls.tasks.interpolate import PAIRS, SIGMA_TOP, STEPS
     from dsls.tasks.inverse import MASKS, NUM_IMAGES, SCALE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="phase-2 checkpoint or search.ckpt")
-    p.add_argument("--task", default="generate", choices=TASKS)
+    p.add_argument("--task", default="generate", choices=list(TASKS))
     p.add_argument("--out", "--out-dir", dest="out_dir", default=None, help="default: <run>/eval-<time>")
     p.add_argument("--likelihood", action="store_true", help="the same as --task likelihood")
     p.add_argument("--likelihood-n", type=int, default=None, help="likelihood: latents per set (default 500)")
@@ -56,7 +55,7 @@ def main() -> None:
                    help=f"interpolate: the σ where the path is drawn; 'max' is a slerp at σ_max ({SIGMA_TOP:g})")
     args, overrides = p.parse_known_args()
     from dsls.cli import one_line_errors
-    from dsls.tasks.evaluate import run_task
+    from dsls.tasks.registry import run_task
 
     if args.likelihood and args.task != "generate":
         raise SystemExit(f"error: --likelihood is --task likelihood; it cannot go with --task {args.task}")
@@ -68,22 +67,7 @@ def main() -> None:
                        scale=args.guidance_scale, mask=args.mask, fraction=args.fraction, steps=args.steps,
                        sigma_top=args.interp_sigma, classifier_ckpt=args.classifier_ckpt, labels=args.labels,
                        likelihood_n=args.likelihood_n)
-    if task in ("inpaint", "colorize"):
-        from dsls.tasks.inverse import format_inverse
-
-        print("\n" + format_inverse(task, out["entry"]))
-        print(f"\nwrote {out['out_dir']}/{{inverse-{task}.npz, inverse-{task}.png, results.json}}")
-    elif task == "interpolate":
-        print(json.dumps({k: out["entry"][k] for k in ("linear", "dsls")}, indent=1))
-        print(f"\nwrote {out['out_dir']}/{{interpolate.npz, interpolate.png, results.json}}")
-    else:
-        if out["results"] is not None:
-            print(f"wrote {out['out_dir']}/{{samples-*.npz, results.json, samples.png, search.ckpt}}")
-        if "likelihood" in out:
-            from dsls.tasks.likelihood import format_likelihood
-
-            print("\n" + format_likelihood(out["likelihood"]))
-            print(f"\nwrote {out['out_dir']}/likelihood.json")
+    print("\n" + out["report"])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import scipy.linalg
 import torch
 
 import dsls.metrics.classifier as clf
+import dsls.metrics.digit_classifier as trained
 from dsls.data import DigitsDataModule
 from dsls.metrics.fidelity import to_uint8
 
@@ -37,14 +38,14 @@ def digits(tmp_path_factory):
     """Train the digits classifier once into a fresh cache (training calls counted; its time belongs in benchmarks)."""
     root = tmp_path_factory.mktemp("dsls-cache")
     calls = []
-    real_train = clf.train_classifier
+    real_train = trained.train_classifier
 
     def counting_train(*args, **kwargs):
         calls.append(args[0])
         return real_train(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(clf, "train_classifier", counting_train)
+        mp.setattr(trained, "train_classifier", counting_train)
         model = clf.load_classifier("digits", cache_dir=str(root / "classifiers"))
     x, y = clf.real_images("digits")
     return {"model": model, "calls": calls, "root": root,
@@ -78,7 +79,7 @@ def test_cache_loads_without_training(digits, monkeypatch):
     with torch.no_grad():
         assert torch.equal(again(digits["x"]), digits["model"](digits["x"]))
     assert again.info["accuracy"] == digits["model"].info["accuracy"]
-    assert again.info["version"] == clf.VERSION and again.info["seed"] == 0
+    assert again.info["version"] == trained.VERSION and again.info["seed"] == 0
     assert tuple(again.info["data_shape"]) == (1, 8, 8)
 
 

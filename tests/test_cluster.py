@@ -11,34 +11,14 @@ import yaml
 
 from dsls import pipeline
 from dsls.cli import main
-from dsls.data import Toy2DDataModule
 from dsls.errors import PhaseCheckpointError
 from dsls.errors import TaskError
-from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.reconstruction import ReconstructionModule
 from dsls.tasks.evaluate import evaluate
 
 
-def quick_trainer(**kw):
-    return L.Trainer(**{"max_steps": 5, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                        "enable_model_summary": False, "limit_val_batches": 0, "accelerator": "cpu", **kw})
-
-
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster")
-    run = d / "run"
-    (run / "reconstruction" / "checkpoints").mkdir(parents=True)
-    (run / "adversarial" / "checkpoints").mkdir(parents=True)
-    t = quick_trainer()
-    t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=Toy2DDataModule(train_size=512))
-    ae = run / "reconstruction" / "checkpoints" / "last.ckpt"
-    t.save_checkpoint(ae)
-    t = quick_trainer()
-    t.fit(AdversarialModule(autoencoder_ckpt=str(ae), d_hidden=16, d_depth=1), datamodule=Toy2DDataModule(train_size=512))
-    adv = run / "adversarial" / "checkpoints" / "last.ckpt"
-    t.save_checkpoint(adv)
-    return {"ae": str(ae), "adv": str(adv), "run": run}
+def ckpts(toy_ae_ckpt, toy_adv_ckpt):
+    return {"ae": toy_ae_ckpt, "adv": toy_adv_ckpt}  # conftest's tiny toy phases 1 and 2
 
 
 class DryRunTrainer(L.Trainer):

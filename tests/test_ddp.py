@@ -4,12 +4,10 @@ import os
 import subprocess
 import sys
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from dsls.data import Toy2DDataModule
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 
@@ -18,16 +16,8 @@ from contract import assert_same_samples  # tests/contract.py: the reproducibili
 HERE = os.path.dirname(__file__)
 
 
-def _fit(model, steps, path):
-    t = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
-    t.fit(model, datamodule=Toy2DDataModule(train_size=1024, batch_size=128))
-    t.save_checkpoint(path)
-    return str(path)
-
-
 @pytest.mark.slow
-def test_ddp_predict_gathers_exactly_n_unique(toy_adv_ckpt, tmp_path):
+def test_ddp_predict_gathers_exactly_n_unique(toy_adv_ckpt, tiny_trainer, tmp_path):
     """2 processes gather exactly N samples, and the very same ones as 1 process: sample i's start and search noise
     depend on (seed, i) only, never on the rank or the batch that drew it."""
     n = 37  # odd and not a multiple of the batch: the DistributedSampler pads with repeats
@@ -36,7 +26,7 @@ def test_ddp_predict_gathers_exactly_n_unique(toy_adv_ckpt, tmp_path):
     # the script's samplers; one process and one batch of all 37 (the script: 2 ranks, batches of 16)
     single = LatentSearchModule(ckpt=toy_adv_ckpt, num_samples=n, batch_size=n, out_dir=str(tmp_path / "one"),
                                 samplers={"none": {}, "langevin": {"steps_per_level": 2}})
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False).predict(single)
+    tiny_trainer(inference_mode=False).predict(single)
     for name in ("none", "langevin"):
         ddp, one = (np.load(tmp_path / d / f"samples-{name}.npz") for d in ("ddp", "one"))
         assert ddp["x"].shape[0] == n
@@ -46,26 +36,37 @@ def test_ddp_predict_gathers_exactly_n_unique(toy_adv_ckpt, tmp_path):
     assert not np.array_equal(lang["z"], lang["z0"])
 
 
+MODES = ["joint", "posthoc"]
+
+
+@pytest.fixture(scope="module")
+def ddp_fits(toy_ae_ckpt, tmp_path_factory):
+    """Both modes' DDP fits in one launch of the script (one start-up of two interpreters, not two)."""
+    out_dir = tmp_path_factory.mktemp("ddp-fit")
+    out = subprocess.run([sys.executable, os.path.join(HERE, "ddp_fit_script.py"), toy_ae_ckpt, ",".join(MODES),
+                          str(out_dir)], capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE))
+    return out, out_dir
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["joint", "posthoc"])
-def test_ddp_adversarial_fit(tmp_path, mode):
+@pytest.mark.parametrize("mode", MODES)
+def test_ddp_adversarial_fit(ddp_fits, mode):
     """DDP with find_unused_parameters=False: fails loudly if any trainable parameter misses its gradient."""
-    ae = _fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 5, tmp_path / "ae.ckpt")
-    out = subprocess.run([sys.executable, os.path.join(HERE, "ddp_fit_script.py"), ae, mode, str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, cwd=os.path.dirname(HERE))
+    out, out_dir = ddp_fits
     assert out.returncode == 0, out.stderr[-3000:]
-    seen = [json.loads((tmp_path / f"checksums-rank{r}.json").read_text()) for r in range(2)]  # [[d, ae] per rank]
+    seen = [json.loads((out_dir / f"checksums-{mode}-rank{r}.json").read_text())  # [[d, ae] per rank]
+            for r in range(2)]
     assert seen[0] == seen[1]  # both ranks gathered the same table
     assert seen[0][0] == pytest.approx(seen[0][1], rel=1e-9, abs=1e-9)  # the ranks' weights stayed in sync
 
 
 @pytest.mark.slow
-def test_ddp_fidelity_callback_gathers_every_rank_once(tmp_path):
+def test_ddp_fidelity_callback_gathers_every_rank_once(tiny_trainer, tmp_path):
     from dsls.data import DigitsDataModule
 
+    # its own 3-step digits autoencoder, not conftest's digits_tiny: a small one keeps the two DDP processes quick
     ae = ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True)
-    t = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    t = tiny_trainer(max_steps=3)
     t.fit(ae, datamodule=DigitsDataModule(batch_size=32))
     t.save_checkpoint(tmp_path / "ae.ckpt")
     n = 21  # odd: the two ranks draw 11 each, the gathered 22 are trimmed to 21
@@ -82,7 +83,7 @@ def test_ddp_fidelity_callback_gathers_every_rank_once(tmp_path):
 
 def test_frozen_discriminator_passes_gradient_to_codes_only():
     from dsls.nets import NoiseConditionalDiscriminator
-    from dsls.phases.adversarial import _frozen
+    from dsls.phases.joint import _frozen
 
     D = NoiseConditionalDiscriminator(2, 16, 2)
     z = torch.randn(8, 2, requires_grad=True)

@@ -35,9 +35,8 @@ def dsls_error(monkeypatch, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def toy(toy_adv_ckpt) -> dict:
-    ae = torch.load(toy_adv_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["autoencoder_ckpt"]
-    return {"ae": ae, "adv": toy_adv_ckpt}
+def toy(toy_ae_ckpt, toy_adv_ckpt) -> dict:
+    return {"ae": toy_ae_ckpt, "adv": toy_adv_ckpt}  # conftest's tiny toy phases 1 and 2
 
 
 # ---------------------------------------------------------------- 1. checkpoints: wrong phase, missing, damaged
@@ -247,15 +246,20 @@ def test_user_error_is_found_in_the_chain():
 
 @pytest.mark.slow  # two fresh interpreters importing torch and Lightning: ~15 s each on a busy machine
 def test_real_command_prints_one_line_and_traceback_only_with_dsls_debug(tmp_path):
-    cmd = [sys.executable, "-m", "dsls.cli", "fit", "--config", "configs/toy/adversarial.yaml",
-           f"--model.autoencoder_ckpt={tmp_path / 'nope.ckpt'}", f"--run_dir={tmp_path}", "--trainer.logger=false"]
-    env = {k: v for k, v in os.environ.items() if k != "DSLS_DEBUG"}
-    plain = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr[-2000:]
-    assert plain.stderr.strip().splitlines()[-1].startswith(f"error: --model.autoencoder_ckpt={tmp_path / 'nope.ckpt'}")
-    debug = subprocess.run(cmd, cwd=ROOT, env={**env, "DSLS_DEBUG": "1"}, capture_output=True, text=True, timeout=300)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "PhaseCheckpointError" in debug.stderr
-    assert not any(line.startswith("error:") for line in debug.stderr.splitlines())
+    def start(name: str, **env) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "dsls.cli", "fit", "--config", "configs/toy/adversarial.yaml",
+               f"--model.autoencoder_ckpt={tmp_path / 'nope.ckpt'}", f"--run_dir={tmp_path / name}",
+               "--trainer.logger=false"]
+        env = {**{k: v for k, v in os.environ.items() if k != "DSLS_DEBUG"}, **env}
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # both at once: their start-up (the imports) is most of their time
+    procs = {"plain": start("plain"), "debug": start("debug", DSLS_DEBUG="1")}
+    plain, debug = (p.communicate(timeout=300)[1] for p in procs.values())  # their stderr
+    assert procs["plain"].returncode == 1 and "Traceback" not in plain, plain[-2000:]
+    assert plain.strip().splitlines()[-1].startswith(f"error: --model.autoencoder_ckpt={tmp_path / 'nope.ckpt'}")
+    assert procs["debug"].returncode != 0 and "Traceback" in debug and "PhaseCheckpointError" in debug
+    assert not any(line.startswith("error:") for line in debug.splitlines())
 
 
 # ---------------------------------------------------------------- 9. what used to end in a traceback (issue 16)

@@ -6,16 +6,12 @@ import os
 import runpy
 import sys
 
-import lightning as L
 import pytest
 import torch
 
-from dsls.data import Toy2DDataModule
 from dsls.errors import PhaseCheckpointError
 from dsls.errors import TaskError
 from dsls.noise import gaussian_log_prob
-from dsls.phases.adversarial import AdversarialModule
-from dsls.phases.reconstruction import ReconstructionModule
 from dsls.tasks.evaluate import evaluate
 from dsls.tasks.likelihood import load_latent_model, log_prob_summary
 
@@ -24,30 +20,12 @@ SEARCH = ["--model.num_samples=24", "--model.batch_size=24", "--model.samplers.l
           "--trainer.accelerator=cpu"]
 
 
-def _fit(module, path):
-    t = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
-    t.fit(module, datamodule=Toy2DDataModule(train_size=512, val_size=64))
-    t.save_checkpoint(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def adv_ckpt(tmp_path_factory):
-    run = tmp_path_factory.mktemp("evaluate") / "run"
-    for phase in ("reconstruction", "adversarial"):
-        (run / phase / "checkpoints").mkdir(parents=True)
-    ae = _fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), run / "reconstruction/checkpoints/last.ckpt")
-    return _fit(AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1),
-                run / "adversarial/checkpoints/last.ckpt")
-
-
-def test_likelihood_json_contract(adv_ckpt, tmp_path, monkeypatch, capsys):
+def test_likelihood_json_contract(toy_adv_ckpt, tmp_path, monkeypatch, capsys):
     # a bare Trainer's checkpoint records the data module's settings but not its class: found from the data set
-    hp = torch.load(adv_ckpt, weights_only=False)["datamodule_hyper_parameters"]
-    assert hp["val_size"] == 64 and "_class_path" not in hp
+    hp = torch.load(toy_adv_ckpt, weights_only=False)["datamodule_hyper_parameters"]
+    assert hp["train_size"] == 1024 and hp["batch_size"] == 128 and "_class_path" not in hp
     out_dir = tmp_path / "eval"
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--ckpt", adv_ckpt, "--out-dir", str(out_dir), "--likelihood",
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--ckpt", toy_adv_ckpt, "--out-dir", str(out_dir), "--likelihood",
                                       "--likelihood-n=20", *SEARCH])
     runpy.run_path("experiments/evaluate.py", run_name="__main__")  # the search runs first: no samples yet
     printed = capsys.readouterr().out
@@ -67,12 +45,12 @@ def test_likelihood_json_contract(adv_ckpt, tmp_path, monkeypatch, capsys):
     assert again["results"] is None and os.path.getmtime(out_dir / "samples-langevin.npz") == stamp
     assert again["likelihood"] == res
     with pytest.raises(TaskError, match="samples of another search .*num_samples.*samplers"):
-        evaluate(adv_ckpt, str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True, likelihood_n=20)
+        evaluate(toy_adv_ckpt, str(out_dir), ["--trainer.accelerator=cpu"], likelihood=True, likelihood_n=20)
 
 
-def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
+def test_likelihood_is_exact_when_d_says_q_equals_p(toy_adv_ckpt):
     """logit D ≡ 0 makes the score the noised prior's, so log q_σmin(z) = log N(z; 0, (1 + σ_min²) I) exactly."""
-    model = load_latent_model(adv_ckpt)
+    model = load_latent_model(toy_adv_ckpt)
     for p in model.discriminator.parameters():
         p.data.zero_()
     z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 2
@@ -82,8 +60,8 @@ def test_likelihood_is_exact_when_d_says_q_equals_p(adv_ckpt):
     assert res["mean_log_prob"] == pytest.approx(expected, abs=1e-3) and res["n"] == 16
 
 
-def test_likelihood_needs_a_latent_model(adv_ckpt):
-    ae = adv_ckpt.replace("adversarial", "reconstruction")
+def test_likelihood_needs_a_latent_model(toy_ae_ckpt):
+    ae = toy_ae_ckpt
     with pytest.raises(PhaseCheckpointError,
                        match=r"is a reconstruction \(phase 1\) checkpoint, but this needs an adversarial"):
         evaluate(ae, None, [], likelihood=True)

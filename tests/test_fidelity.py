@@ -3,7 +3,6 @@ same features, KID and precision/recall ranges, the reference cache, the missing
 FidelityMetrics callback on a tiny CPU fit."""
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import scipy.linalg
@@ -146,15 +145,14 @@ def test_missing_inception_weights_fail_fast(tmp_path, monkeypatch):
         fidelity_metrics(x, ref, "whatever", cuda=False, feature_extractor_weights_path=str(tmp_path / "nope.pth"))
 
 
-def test_callback_logs_fidelity_on_a_tiny_fit(tmp_path):
+def test_callback_logs_fidelity_on_a_tiny_fit(tiny_trainer, tmp_path):
     from dsls.callbacks.fidelity import FidelityMetrics
     from dsls.data import DigitsDataModule
     from dsls.phases.adversarial import AdversarialModule
     from dsls.phases.reconstruction import ReconstructionModule
 
-    kw = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-              accelerator="cpu", num_sanity_val_steps=0, max_epochs=1, limit_train_batches=3, limit_val_batches=1)
-    t = L.Trainer(**kw)
+    kw = dict(max_epochs=1, limit_train_batches=3, limit_val_batches=1)  # 3 steps, then one validation batch
+    t = tiny_trainer(**kw)
     t.fit(ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True),
           datamodule=DigitsDataModule(batch_size=32))
     t.save_checkpoint(tmp_path / "ae.ckpt")
@@ -162,7 +160,7 @@ def test_callback_logs_fidelity_on_a_tiny_fit(tmp_path):
                          kid_subset_size=32, samplers={"none": {}, "langevin": {"steps_per_level": 2}},
                          cache_root=str(tmp_path / "cache"))
     model = AdversarialModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), d_hidden=16, d_depth=1, num_levels=3)
-    t = L.Trainer(**kw, callbacks=[cb])
+    t = tiny_trainer(**kw, callbacks=[cb])
     t.fit(model, datamodule=DigitsDataModule(batch_size=32))
     for sampler in ("none", "langevin"):
         for metric in ("fid", "is_mean", "kid_mean", "precision", "recall"):

@@ -4,7 +4,6 @@
 interpolation). Each title and label is read as a new user would: it says what the panel shows."""
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -22,6 +21,8 @@ from dsls.phases.adversarial import AdversarialModule
 from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 from dsls.samplers import make_sampler, sample_indices
+
+from conftest import make_tiny_trainer  # the tiny_trainer fixture's factory, for the search helper
 
 
 class ImageLogger(Logger):
@@ -55,8 +56,7 @@ def image_ckpt(path, shape) -> str:
 
 def search(ckpt, out_dir, **kw) -> LatentSearchModule:
     model = LatentSearchModule(ckpt=ckpt, out_dir=str(out_dir), fidelity=[], **kw)
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False,
-              enable_model_summary=False).predict(model, return_predictions=False)
+    make_tiny_trainer(inference_mode=False).predict(model, return_predictions=False)
     return model
 
 
@@ -193,21 +193,18 @@ def test_validation_figure_shows_images_at_native_size(tmp_path):
 
 
 # -- end of training ---------------------------------------------------------------------------------------------
-def fit(model, dm, root, steps=5, logger=None):
-    t = L.Trainer(max_steps=steps, logger=logger or False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0,
-                  default_root_dir=str(root), callbacks=[SampleFigures(num=8)])
+def fit(tiny_trainer, model, dm, root, logger=None):
+    """A 5-step fit with the end-of-training figures (SampleFigures) written into `root`."""
+    t = tiny_trainer(logger=logger or False, default_root_dir=str(root), callbacks=[SampleFigures(num=8)])
     t.fit(model, datamodule=dm)
     return t
 
 
-def test_phase2_writes_sigma_accuracy(tmp_path):
-    ae = str(tmp_path / "ae.ckpt")
-    fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), Toy2DDataModule(train_size=512, batch_size=128),
-        tmp_path / "p1").save_checkpoint(ae)
+def test_phase2_writes_sigma_accuracy(tiny_trainer, toy_ae_ckpt, tmp_path):
     logger = ImageLogger()
-    model = AdversarialModule(autoencoder_ckpt=ae, d_hidden=16, d_depth=1, num_levels=6)
-    t = fit(model, Toy2DDataModule(train_size=512, val_size=300, batch_size=128), tmp_path / "p2", logger=logger)
+    model = AdversarialModule(autoencoder_ckpt=toy_ae_ckpt, d_hidden=16, d_depth=1, num_levels=6)
+    t = fit(tiny_trainer, model, Toy2DDataModule(train_size=512, val_size=300, batch_size=128), tmp_path / "p2",
+            logger=logger)
     d = tmp_path / "p2"
     assert (d / "sigma_accuracy.png").stat().st_size > 1000
     assert logger.images["adversarial/sigma_accuracy"] == [str(d / "sigma_accuracy.png")]
@@ -249,11 +246,11 @@ def texts(fig) -> list[str]:
     return [t.get_text() for t in fig.texts]
 
 
-def test_phase1_writes_reconstruction_pairs(tmp_path, monkeypatch):
+def test_phase1_writes_reconstruction_pairs(tiny_trainer, tmp_path, monkeypatch):
     """Labelled rows: a row of data above the row of its reconstructions, 10 a row, digits enlarged ×4."""
     logger, figures = ImageLogger(), kept_figures(monkeypatch)
     model = ReconstructionModule(data_shape=[1, 8, 8], latent_dim=4, hidden=16, depth=1, tanh_output=True)
-    t = fit(model, DigitsDataModule(batch_size=32), tmp_path, logger=logger)
+    t = fit(tiny_trainer, model, DigitsDataModule(batch_size=32), tmp_path, logger=logger)
     path = tmp_path / "reconstructions.png"
     assert logger.images["reconstruction/pairs"] == [str(path)]
     img = np.asarray(Image.open(path).convert("RGB"))
@@ -270,11 +267,11 @@ def test_phase1_writes_reconstruction_pairs(tmp_path, monkeypatch):
                                    atol=1, err_msg=f"row {row}, column {col}")
 
 
-def test_toy_phase1_draws_data_to_reconstruction_pairs(tmp_path, monkeypatch):
+def test_toy_phase1_draws_data_to_reconstruction_pairs(tiny_trainer, tmp_path, monkeypatch):
     """Arrows from x to G(E(x)) for 60 pairs; beside them data and reconstructions in matching colours."""
     figures = kept_figures(monkeypatch)
-    fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), Toy2DDataModule(train_size=512, batch_size=128),
-        tmp_path)
+    fit(tiny_trainer, ReconstructionModule(latent_dim=2, hidden=16, depth=1),
+        Toy2DDataModule(train_size=512, batch_size=128), tmp_path)
     assert (tmp_path / "reconstructions.png").stat().st_size > 1000
     left, right = figures[-1].axes[:2]
     (arrows,) = [c for c in left.collections if type(c).__name__ == "Quiver"]

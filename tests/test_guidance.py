@@ -3,7 +3,6 @@ the CLI, resume, wrong-phase and wrong-autoencoder checkpoints) and a guided sea
 import json
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,9 @@ from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 from dsls.samplers import make_sampler, sample_indices
 from dsls.score import GaussianMixture, LogRatio, OracleDiscriminator, Score, noised_prior
+
+from conftest import make_tiny_trainer, toy_classifier_args  # the tiny_trainer fixture's factory; dsls fit args
+
 K, RADIUS, STD = 8, 3.0, 0.1  # 8 components on a ring of radius 3, std 0.1: ~23 std apart, equal weights
 _angles = 2 * math.pi * torch.arange(K, dtype=torch.float32) / K
 MEANS = RADIUS * torch.stack([_angles.cos(), _angles.sin()], 1)
@@ -76,20 +78,7 @@ def test_class_guidance_term_is_scale_times_log_prob_of_each_rows_label():
 
 
 # -- checkpoints shared by the tests below ---------------------------------------------------------------------------
-def quick_fit(model, steps: int, path, **data) -> str:
-    t = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0, limit_val_batches=0)
-    t.fit(model, datamodule=Toy2DDataModule(train_size=1024, batch_size=128, **data))
-    t.save_checkpoint(path)
-    return str(path)
-
-
-def cli_args(ae: str, run, steps: int) -> list:
-    """`dsls fit` of the toy latent classifier config, made small."""
-    return ["fit", "--config", "configs/toy/latent_classifier.yaml", f"--model.autoencoder_ckpt={ae}",
-            "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--trainer.limit_val_batches=0", f"--trainer.max_steps={steps}", "--data.train_size=1024",
-            "--data.batch_size=128", "--model.c_hidden=16", "--model.c_depth=1", f"--run_dir={run}"]
+cli_args = toy_classifier_args  # `dsls fit` of the toy latent classifier config, made small
 
 
 def last_ckpt(run) -> str:
@@ -97,22 +86,24 @@ def last_ckpt(run) -> str:
 
 
 @pytest.fixture(scope="module")
-def ckpts(toy_adv_ckpt, tmp_path_factory):
-    """The toy phase-2 checkpoint, its phase-1 checkpoint, a latent classifier on that phase 1 (5 steps, via the CLI),
-    and a classifier on another phase-1 autoencoder."""
-    from dsls.cli import main
-
+def ckpts(toy_ae_ckpt, toy_adv_ckpt, toy_clf_ckpt, tiny_trainer, tmp_path_factory):
+    """conftest's toy phase-2 checkpoint, its phase-1 checkpoint and the latent classifier on that phase 1 (5 steps,
+    via the CLI); and a classifier on another phase-1 autoencoder (its own: the refusal needs a second autoencoder)."""
+    assert torch.load(toy_adv_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["autoencoder_ckpt"] \
+        == toy_ae_ckpt
+    assert torch.load(toy_ae_ckpt, map_location="cpu", weights_only=False)["dsls_phase"] == "reconstruction"
     d = tmp_path_factory.mktemp("guidance")
-    ae = torch.load(toy_adv_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["autoencoder_ckpt"]
-    assert torch.load(ae, map_location="cpu", weights_only=False)["dsls_phase"] == "reconstruction"
-    run = d / "run"
-    main(cli_args(ae, run, 5))
     torch.manual_seed(123)  # other initial weights
-    other_ae = quick_fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), 3, d / "other-ae.ckpt")
-    other_clf = quick_fit(LatentClassifierModule(autoencoder_ckpt=other_ae, num_classes=25, c_hidden=16, c_depth=1),
-                          2, d / "other-clf.ckpt", labels=True)
-    return {"dir": d, "adv": toy_adv_ckpt, "ae": ae, "clf": last_ckpt(run), "other_ae": other_ae,
-            "other_clf": other_clf}
+    t = tiny_trainer(max_steps=3)
+    t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1),
+          datamodule=Toy2DDataModule(train_size=1024, batch_size=128))
+    t.save_checkpoint(d / "other-ae.ckpt")
+    t = tiny_trainer(max_steps=2)
+    t.fit(LatentClassifierModule(autoencoder_ckpt=str(d / "other-ae.ckpt"), num_classes=25, c_hidden=16, c_depth=1),
+          datamodule=Toy2DDataModule(train_size=1024, batch_size=128, labels=True))
+    t.save_checkpoint(d / "other-clf.ckpt")
+    return {"dir": d, "adv": toy_adv_ckpt, "ae": toy_ae_ckpt, "clf": toy_clf_ckpt, "other_ae": str(d / "other-ae.ckpt"),
+            "other_clf": str(d / "other-clf.ckpt")}
 
 
 # -- 2. the latent classifier phase ----------------------------------------------------------------------------------
@@ -132,10 +123,9 @@ def test_cli_fit_writes_a_latent_classifier_checkpoint(ckpts):
     torch.testing.assert_close(lp.exp().sum(1), torch.ones(7))
 
 
-def test_latent_classifier_needs_labelled_data(ckpts):
+def test_latent_classifier_needs_labelled_data(ckpts, tiny_trainer):
     model = LatentClassifierModule(autoencoder_ckpt=ckpts["ae"], num_classes=25, c_hidden=16, c_depth=1)
-    t = L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                  accelerator="cpu")
+    t = tiny_trainer(fast_dev_run=True)
     with pytest.raises(ValueError, match=r"has no labels.*--data.labels=true"):
         t.fit(model, datamodule=Toy2DDataModule(train_size=256, batch_size=64))
     with pytest.raises(ValueError, match=r"--model.num_classes=10 but the data has 25 classes"):
@@ -187,10 +177,9 @@ def test_cli_resume_continues_to_the_new_max_steps(ckpts, tmp_path):
     assert ck["global_step"] == 6 and ck["dsls_phase"] == "latent_classifier"
 
 
-def test_resume_from_a_phase_2_checkpoint_fails(ckpts):
+def test_resume_from_a_phase_2_checkpoint_fails(ckpts, tiny_trainer):
     model = LatentClassifierModule(autoencoder_ckpt=ckpts["ae"], num_classes=25, c_hidden=16, c_depth=1)
-    t = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    t = tiny_trainer(max_steps=10)
     with pytest.raises(PhaseCheckpointError, match=r"cannot resume LatentClassifierModule \(latent_classifier\) "
                                                    r"from an? adversarial checkpoint"):
         t.fit(model, datamodule=Toy2DDataModule(train_size=256, batch_size=64, labels=True), ckpt_path=ckpts["adv"])
@@ -212,8 +201,7 @@ def test_cli_resume_of_the_classifier_config_from_a_phase_2_checkpoint_fails(ckp
 def search(ckpts, out_dir, **kw) -> LatentSearchModule:
     m = LatentSearchModule(ckpt=ckpts["adv"], samplers={"langevin": {}}, num_samples=64, batch_size=32,
                            out_dir=str(out_dir), **kw)
-    L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
-              enable_model_summary=False).predict(m, return_predictions=False)
+    make_tiny_trainer(inference_mode=False).predict(m, return_predictions=False)
     return m
 
 
@@ -248,7 +236,7 @@ def test_guided_search_writes_labels_accuracy_and_the_class_grid(ckpts, tmp_path
     assert np.abs(npz["z"] - plain["z"]).max() > 1e-3
 
 
-def test_guided_figures_and_likelihood_say_which_samples_were_guided(ckpts, tmp_path, monkeypatch):
+def test_guided_figures_and_likelihood_say_which_samples_were_guided(ckpts, tiny_trainer, tmp_path, monkeypatch):
     """samples.png's panels and guided-<sampler>.png say 'guided: w = 3, balanced labels', or for 'none' that it
     ignored the labels; likelihood.json and its table mark the guided latents."""
     import matplotlib.pyplot as plt
@@ -260,8 +248,7 @@ def test_guided_figures_and_likelihood_say_which_samples_were_guided(ckpts, tmp_
     m = LatentSearchModule(ckpt=ckpts["adv"], samplers={"none": {}, "langevin": {"steps_per_level": 1}},
                            num_samples=32, out_dir=str(tmp_path), classifier_ckpt=ckpts["clf"], labels="balanced",
                            guidance_scale=3.0, num_levels=3)
-    L.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
-              enable_model_summary=False).predict(m, return_predictions=False)
+    tiny_trainer(inference_mode=False).predict(m, return_predictions=False)
     titles = {f: [ax.get_title() for ax in f.axes] for f in figures}
     overview = next(t for t in titles.values() if any(x.startswith("data (grid25)") for x in t))
     assert any(x.startswith("langevin\n") and "guided: w = 3, balanced labels" in x for x in overview)

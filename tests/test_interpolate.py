@@ -162,7 +162,7 @@ def test_ode_path_stays_on_the_modes_between_different_modes():
 
 @pytest.mark.slow
 def test_interpolate_digits_files(digits_tiny, tmp_path):
-    from dsls.tasks.evaluate import run_task
+    from dsls.tasks.registry import run_task
 
     out = run_task("interpolate", digits_tiny["adv"], str(tmp_path), [], num=4, steps=5)
     arrays = np.load(tmp_path / "interpolate.npz")

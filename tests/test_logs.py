@@ -63,16 +63,31 @@ def test_predict_help_lists_every_samplers_settings_and_defaults(capsys):
     assert "langevin: eps0=0.0005, steps_per_level=10," in shown  # values as the command line writes them
 
 
-@pytest.mark.parametrize("code, env, warns", [
+IMPORT_ORDERS = [
     ("import torch; import dsls", {}, True),
     ("import dsls; import torch", {}, False),
     ("import torch; import dsls", {"OMP_WAIT_POLICY": "ACTIVE"}, False),  # the user's choice
     ("import torch; import dsls", {"OMP_WAIT_POLICY": "PASSIVE"}, False),  # in effect already
-])
-def test_importing_dsls_after_torch_warns_once(code, env, warns):
+]
+
+
+@pytest.fixture(scope="module")
+def import_processes() -> list:
+    """(returncode, stderr) of a fresh interpreter for each of IMPORT_ORDERS, all started at once (each is its
+    imports)."""
     clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # (conftest sets it for the suite)
-    out = subprocess.run([sys.executable, "-W", "always", "-c", f"{code}; import dsls.samplers; import dsls"],
-                         env={**clean, **env}, capture_output=True, text=True, timeout=120, check=True)
-    assert out.stderr.count("dsls was imported after torch") == (1 if warns else 0), out.stderr
+    procs = [subprocess.Popen([sys.executable, "-W", "always", "-c", f"{code}; import dsls.samplers; import dsls"],
+                              env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for code, env, _ in IMPORT_ORDERS]
+    return [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+
+
+@pytest.mark.parametrize("case", range(len(IMPORT_ORDERS)), ids=[f"{c}-env{i}-{w}" for i, (c, _, w) in
+                                                                 enumerate(IMPORT_ORDERS)])
+def test_importing_dsls_after_torch_warns_once(import_processes, case):
+    warns = IMPORT_ORDERS[case][2]
+    stderr, returncode = import_processes[case]
+    assert returncode == 0, stderr[-3000:]
+    assert stderr.count("dsls was imported after torch") == (1 if warns else 0), stderr
     if warns:
-        assert "RuntimeWarning" in out.stderr and "OMP_WAIT_POLICY=PASSIVE" in out.stderr
+        assert "RuntimeWarning" in stderr and "OMP_WAIT_POLICY=PASSIVE" in stderr

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -24,11 +23,10 @@ from dsls.model import LatentModel
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.nets.autoencoder import Autoencoder
 from dsls.noise import SigmaLadder
-from dsls.phases.latent_classifier import LatentClassifierModule
 from dsls.phases.search import LatentSearchModule
 from dsls.priors import DiscriminatorPrior, LatentPrior
 
-from conftest import _fit_quick  # noqa: E402  (the shared tiny trainer)
+from conftest import make_tiny_trainer  # the tiny_trainer fixture's factory, for the search helper
 from contract import assert_same_samples, assert_seed_matters  # tests/contract.py: the reproducibility contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,8 +36,7 @@ V010 = os.path.join(REPO, "tests", "data", "run-v0.1.0")  # written by dsls 0.1.
 def search(out_dir, **kw) -> LatentSearchModule:
     """`dsls predict` in-process: the search phase under Trainer.predict, writing samples-<sampler>.npz."""
     model = LatentSearchModule(out_dir=str(out_dir), **kw)
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False,
-              enable_model_summary=False).predict(model, return_predictions=False)
+    make_tiny_trainer(inference_mode=False).predict(model, return_predictions=False)
     return model
 
 
@@ -54,9 +51,9 @@ def stamp(run, phase: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def toy_run(toy_adv_ckpt, tmp_path_factory):
-    """A run folder as the pipeline leaves it: the toy phase-2 checkpoint and a latent classifier on its autoencoder
-    (3 steps), each with its DONE stamp, and an unguided search (none, pc) into the folder (its search.ckpt)."""
+def toy_run(toy_adv_ckpt, toy_clf_ckpt, tmp_path_factory):
+    """A run folder as the pipeline leaves it: conftest's toy phase-2 checkpoint and latent classifier on its
+    autoencoder, each with its DONE stamp, and an unguided search (none, pc) into the folder (its search.ckpt)."""
     run = tmp_path_factory.mktemp("model") / "run"
     adv = run / "adversarial" / "checkpoints" / "last.ckpt"
     adv.parent.mkdir(parents=True)
@@ -64,8 +61,7 @@ def toy_run(toy_adv_ckpt, tmp_path_factory):
     stamp(run, "adversarial")
     clf = run / "latent_classifier" / "checkpoints" / "last.ckpt"
     clf.parent.mkdir(parents=True)
-    _fit_quick(LatentClassifierModule(autoencoder_ckpt=str(adv), num_classes=25, c_hidden=16, c_depth=1), 3, clf,
-               labels=True)
+    shutil.copy(toy_clf_ckpt, clf)
     stamp(run, "latent_classifier")
     search(run, ckpt=str(adv), samplers={"none": {}, "pc": {"levels": 18}}, num_samples=64, seed=3)
     return {"run": run, "adv": str(adv), "clf": str(clf)}

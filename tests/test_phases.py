@@ -13,28 +13,13 @@ from dsls.phases.reconstruction import ReconstructionModule
 from dsls.phases.search import LatentSearchModule
 
 
-def trainer(**kw):
-    kw = {"max_steps": 10, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-          "enable_model_summary": False, "accelerator": "cpu", "num_sanity_val_steps": 0, **kw}
-    return L.Trainer(**kw)
-
-
 def toy_data():
     return Toy2DDataModule("grid25", train_size=1024, val_size=256, batch_size=128, seed=0)
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phases")
-    t = trainer(max_steps=30)
-    t.fit(ReconstructionModule(latent_dim=2, hidden=32, depth=2), datamodule=toy_data())
-    ae = str(d / "ae.ckpt")
-    t.save_checkpoint(ae)
-    t = trainer(max_steps=10)
-    t.fit(AdversarialModule(autoencoder_ckpt=ae, d_hidden=32, d_depth=2), datamodule=toy_data())
-    adv = str(d / "adv.ckpt")
-    t.save_checkpoint(adv)
-    return {"dir": d, "ae": ae, "adv": adv}
+def ckpts(toy_ae_ckpt, toy_adv_ckpt):
+    return {"ae": toy_ae_ckpt, "adv": toy_adv_ckpt}  # conftest's tiny toy phases 1 and 2
 
 
 def ae_state(module) -> dict:
@@ -56,25 +41,25 @@ def assert_one_finite_step(t: L.Trainer, net: torch.nn.Module, before: dict, log
 
 
 @pytest.mark.parametrize("dm", [toy_data, lambda: DigitsDataModule(batch_size=32)])
-def test_reconstruction_fast_dev_run(dm):
+def test_reconstruction_fast_dev_run(dm, tiny_trainer):
     data = dm()
     shape = [2] if isinstance(data, Toy2DDataModule) else [1, 8, 8]
     model = ReconstructionModule(data_shape=shape, latent_dim=4, hidden=32, depth=2, tanh_output=len(shape) > 1)
     before = weights(model)
-    t = trainer(fast_dev_run=True)
+    t = tiny_trainer(fast_dev_run=True)
     t.fit(model, datamodule=data)
     assert_one_finite_step(t, model, before, ("train/recon", "val/recon"))
 
 
-def test_reconstruction_rejects_wrong_data_shape():
+def test_reconstruction_rejects_wrong_data_shape(tiny_trainer):
     with pytest.raises(ValueError, match=r"--model.data_shape=\[1, 8, 8\]"):
-        trainer(fast_dev_run=True).fit(ReconstructionModule(data_shape=[2]), datamodule=DigitsDataModule())
+        tiny_trainer(fast_dev_run=True).fit(ReconstructionModule(data_shape=[2]), datamodule=DigitsDataModule())
 
 
-def test_posthoc_leaves_autoencoder_untouched(ckpts):
+def test_posthoc_leaves_autoencoder_untouched(ckpts, tiny_trainer):
     model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], mode="posthoc", d_hidden=32, d_depth=2)
     before, d_before = ae_state(model), model.discriminator.out.weight.clone()
-    trainer(max_steps=15).fit(model, datamodule=toy_data())
+    tiny_trainer(max_steps=15).fit(model, datamodule=toy_data())
     after = model.autoencoder.state_dict()
     for k, v in before.items():  # weights and BatchNorm running statistics alike
         assert torch.equal(v, after[k]), k
@@ -82,41 +67,41 @@ def test_posthoc_leaves_autoencoder_untouched(ckpts):
     assert model.sigma_max.item() > model.hparams.sigma_min  # auto σ_max was chosen from the codes
 
 
-def test_joint_mode_trains_encoder(ckpts):
+def test_joint_mode_trains_encoder(ckpts, tiny_trainer):
     model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], mode="joint", d_hidden=32, d_depth=2)
     before = ae_state(model)
-    trainer(max_steps=5).fit(model, datamodule=toy_data())
+    tiny_trainer(max_steps=5).fit(model, datamodule=toy_data())
     changed = [k for k, v in model.autoencoder.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("encoder.") for k in changed) and any(k.startswith("decoder.") for k in changed)
 
 
-def test_adversarial_fast_dev_run_with_score_matching(ckpts):
+def test_adversarial_fast_dev_run_with_score_matching(ckpts, tiny_trainer):
     model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=32, d_depth=2, score_matching_weight=1.0,
                               spectral_norm=True)
     before = weights(model.discriminator)
-    t = trainer(fast_dev_run=True)
+    t = tiny_trainer(fast_dev_run=True)
     t.fit(model, datamodule=toy_data())
     assert_one_finite_step(t, model.discriminator, before, ("train/d_loss", "train/dsm", "val/d_loss", "val/dsm"))
 
 
-def test_bf16_mixed_precision_step(ckpts):
+def test_bf16_mixed_precision_step(ckpts, tiny_trainer):
     """precision=bf16-mixed: D (and the DSM term through it) runs in bfloat16, its weights stay float32, and the
     step's losses are finite."""
     model = AdversarialModule(autoencoder_ckpt=ckpts["ae"], d_hidden=16, d_depth=1, score_matching_weight=1.0)
     dtypes = set()
     model.discriminator.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
     before = weights(model.discriminator)
-    t = trainer(fast_dev_run=True, precision="bf16-mixed")
+    t = tiny_trainer(fast_dev_run=True, precision="bf16-mixed")
     t.fit(model, datamodule=toy_data())
     assert dtypes == {torch.bfloat16}
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert_one_finite_step(t, model.discriminator, before, ("train/d_loss", "train/dsm", "val/d_loss"))
 
 
-def test_search_predict_writes_contract(ckpts, tmp_path):
+def test_search_predict_writes_contract(ckpts, tiny_trainer, tmp_path):
     model = LatentSearchModule(ckpt=ckpts["adv"], num_samples=100, batch_size=40, out_dir=str(tmp_path),
                                samplers={"none": {}, "langevin": {"steps_per_level": 2}})
-    preds = trainer(inference_mode=False).predict(model)
+    preds = tiny_trainer(inference_mode=False).predict(model)
     assert sum(len(p["langevin"]) for p in preds) == 100
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res) == {"none", "langevin"}
@@ -131,7 +116,7 @@ def test_search_predict_writes_contract(ckpts, tmp_path):
     assert np.array_equal(none["z0"], none["z"])  # no search: the prior draw is decoded as is
 
 
-def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tmp_path, monkeypatch):
+def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tiny_trainer, tmp_path, monkeypatch):
     import dsls.metrics.fidelity as fid_mod
     from dsls.errors import MissingWeightsError
 
@@ -144,30 +129,30 @@ def test_missing_inception_weights_stop_the_search_before_sampling(ckpts, tmp_pa
     kw = dict(ckpt=str(tmp_path / "cifar.ckpt"), num_samples=20, batch_size=20,
               samplers={"none": {}, "langevin": {"steps_per_level": 1}})
     with pytest.raises(MissingWeightsError, match="feature_extractor_weights_path"):
-        trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
+        tiny_trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
     assert not (tmp_path / "a").exists()  # stopped before any sampling, not after
-    trainer(inference_mode=False).predict(LatentSearchModule(**kw, fidelity=[], out_dir=str(tmp_path / "b")))
+    tiny_trainer(inference_mode=False).predict(LatentSearchModule(**kw, fidelity=[], out_dir=str(tmp_path / "b")))
     entry = json.loads((tmp_path / "b/results.json").read_text())["langevin"]
     assert set(entry) == {"seconds_per_sample", "num_samples", "nfe", "seed", "settings", "ladder"}  # no metrics
 
 
-def test_search_is_reproducible_and_test_step_agrees(ckpts, tmp_path):
+def test_search_is_reproducible_and_test_step_agrees(ckpts, tiny_trainer, tmp_path):
     kw = dict(ckpt=ckpts["adv"], num_samples=50, batch_size=50, samplers={"langevin": {"steps_per_level": 2}})
-    trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
-    trainer(inference_mode=False).test(LatentSearchModule(**kw, out_dir=str(tmp_path / "b")))
+    tiny_trainer(inference_mode=False).predict(LatentSearchModule(**kw, out_dir=str(tmp_path / "a")))
+    tiny_trainer(inference_mode=False).test(LatentSearchModule(**kw, out_dir=str(tmp_path / "b")))
     a, b = (np.load(tmp_path / p / "samples-langevin.npz") for p in "ab")
     for key in ("x", "z", "z0"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_wrong_phase_checkpoint_errors(ckpts):
+def test_wrong_phase_checkpoint_errors(ckpts, tmp_path):
     with pytest.raises(PhaseCheckpointError, match=r"is an adversarial \(phase 2\) checkpoint.*needs a reconstruction"):
         AdversarialModule(autoencoder_ckpt=ckpts["adv"])
     with pytest.raises(PhaseCheckpointError, match=r"--model.ckpt=.*is a reconstruction \(phase 1\).*needs an adversarial"):
         LatentSearchModule(ckpt=ckpts["ae"])
-    torch.save({"state_dict": {}}, ckpts["dir"] / "foreign.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(PhaseCheckpointError, match="not a dsls checkpoint"):
-        LatentSearchModule(ckpt=str(ckpts["dir"] / "foreign.ckpt"))
+        LatentSearchModule(ckpt=str(tmp_path / "foreign.ckpt"))
     with pytest.raises(PhaseCheckpointError, match=r"checkpoint_path=.*is a reconstruction.*needs an adversarial"):
         AdversarialModule.load_from_checkpoint(ckpts["ae"])
     assert AdversarialModule.load_from_checkpoint(ckpts["adv"]).sigma_max.item() > 0  # stands alone

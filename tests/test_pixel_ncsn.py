@@ -13,11 +13,6 @@ from dsls.phases.pixel_ncsn import PixelNCSNModule
 from dsls.phases.search import LatentSearchModule
 
 
-def trainer(**kw):
-    return L.Trainer(**{"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
-                        "enable_model_summary": False, "accelerator": "cpu", "limit_val_batches": 0, **kw})
-
-
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_dsm_loss_is_minimised_by_the_true_score(reduction):
     """x ~ N(μ, s²I): the σ-noised score is −(x − μ)/(s² + σ²); the loss must be lowest there, not at a scaled copy."""
@@ -40,14 +35,14 @@ def test_dsm_reductions():
         dsm(score, sigma, noise, reduction="max")
 
 
-def test_dsm_training_learns_the_analytic_gaussian_score():
+def test_dsm_training_learns_the_analytic_gaussian_score(tiny_trainer):
     torch.manual_seed(0)
     mu, s = torch.tensor([1.0, -1.0]), 0.5
     data = mu + s * torch.randn(8192, 2)
     dm = L.LightningDataModule.from_datasets(train_dataset=TensorDataset(data), batch_size=256)
     model = PixelNCSNModule(data_shape=[2], arch="mlp", net={"hidden": 64, "depth": 2}, sigma_max=3.0, sigma_min=0.1,
                             lr=3e-3, ema_decay=0)
-    trainer(max_steps=1500).fit(model, datamodule=dm)
+    tiny_trainer(max_steps=1500).fit(model, datamodule=dm)  # a quality assertion: more than tiny steps
     g = torch.Generator().manual_seed(1)
     # DSM's target noise dwarfs the score signal at the smallest σ (its error there shrinks slowly with steps);
     # in the bulk of the ladder a short run is already close
@@ -59,24 +54,25 @@ def test_dsm_training_learns_the_analytic_gaussian_score():
 
 
 @pytest.fixture(scope="module")
-def pixel_ckpt(tmp_path_factory):
+def pixel_ckpt(tiny_trainer, tmp_path_factory):
+    # its own model: the pixel baseline has no latent phases, so conftest's checkpoints do not serve
     model = PixelNCSNModule(data_shape=[1, 8, 8], arch="unet", net={"base": 8, "channel_mult": [1, 2], "blocks": 1},
                             ema_decay=0.9)
-    t = trainer(max_steps=5)
+    t = tiny_trainer()  # 5 steps
     t.fit(model, datamodule=DigitsDataModule(batch_size=32))
     path = str(tmp_path_factory.mktemp("pixel") / "pixel.ckpt")
     t.save_checkpoint(path)
     return path, model
 
 
-def test_pixel_baseline_trains_and_samples_through_the_search_phase(pixel_ckpt, tmp_path):
+def test_pixel_baseline_trains_and_samples_through_the_search_phase(pixel_ckpt, tiny_trainer, tmp_path):
     path, model = pixel_ckpt
     assert model.sigma_max.item() > 1  # auto σ_max: the largest pairwise distance of 8×8 digits
     ema, live = model.ema.module.state_dict(), model.score_net.state_dict()
     assert any(not torch.equal(ema[k], live[k]) for k in live)  # sampling uses the EMA weights
     search = LatentSearchModule(ckpt=path, samplers={"none": {}, "langevin": {"steps_per_level": 2}}, num_samples=20,
                                 batch_size=10, num_levels=3, out_dir=str(tmp_path))
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False).predict(search)
+    tiny_trainer(inference_mode=False).predict(search)
     x = np.load(tmp_path / "samples-pixel_langevin.npz")["x"]
     assert x.shape == (20, 1, 8, 8) and np.isfinite(x).all()
     assert set(search.results) == {"pixel_langevin"}  # 'none' on pixels would be noise images: dropped

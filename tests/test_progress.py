@@ -54,12 +54,11 @@ class Probe(L.Callback):
                           self.bar.train_progress_bar.total))
 
 
-def test_the_training_bar_counts_steps_toward_max_steps_across_epochs():
+def test_the_training_bar_counts_steps_toward_max_steps_across_epochs(tiny_trainer):
     bar = StepProgressBar()
     probe = Probe(bar)
     data = DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4)  # 3 batches an epoch
-    trainer = L.Trainer(max_steps=8, max_epochs=-1, callbacks=[bar, probe], logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, accelerator="cpu")
+    trainer = tiny_trainer(max_steps=8, max_epochs=-1, callbacks=[bar, probe], enable_progress_bar=True)
     trainer.fit(Tiny(), data)
     assert {epoch for epoch, *_ in probe.seen} == {0, 1, 2}, probe.seen
     assert all(n == step and total == 8 for _, step, n, total in probe.seen), probe.seen  # never reset per epoch
@@ -73,25 +72,24 @@ class Printing(Tiny):
         self.print("sampler | modes")
 
 
-def fit_tiny(steps: int) -> None:
+def fit_tiny(tiny_trainer, steps: int) -> None:
     data = DataLoader(TensorDataset(torch.randn(12, 2)), batch_size=4)
-    trainer = L.Trainer(max_steps=steps, max_epochs=-1, callbacks=[StepProgressBar()], logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+    trainer = tiny_trainer(max_steps=steps, max_epochs=-1, callbacks=[StepProgressBar()], enable_progress_bar=True)
     trainer.fit(Printing(), data)
 
 
-def test_off_a_terminal_the_fit_prints_a_plain_line_every_5_percent(capsys):
-    fit_tiny(400)
+def test_off_a_terminal_the_fit_prints_a_plain_line_every_5_percent(tiny_trainer, capsys):
+    fit_tiny(tiny_trainer, 400)
     out = capsys.readouterr().out  # not a terminal
     steps = [int(m[1]) for m in re.finditer(r"^Printing: step (\d+)/400 \(\d+%\), .*step/s, ETA ", out, re.M)]
     assert steps == list(range(20, 401, 20)), out  # 20 lines, not 400 redraws
     assert "\r" not in out and "\nsampler | modes\n" in out  # the table starts on a line of its own
 
 
-def test_on_a_terminal_the_fit_draws_its_bar(monkeypatch):
+def test_on_a_terminal_the_fit_draws_its_bar(tiny_trainer, monkeypatch):
     term = Terminal()
     monkeypatch.setattr(sys, "stdout", term)
-    fit_tiny(40)
+    fit_tiny(tiny_trainer, 40)
     assert "\r" in term.getvalue() and "40/40" in term.getvalue() and "Printing: step" not in term.getvalue()
 
 
@@ -164,7 +162,8 @@ def test_each_sampler_shows_its_progress_and_samples_the_same(monkeypatch, name,
 
 
 def test_the_metric_classifier_and_feature_extraction_show_progress(monkeypatch):
-    from dsls.metrics.classifier import load_splits, train_classifier
+    from dsls.data.digit_splits import load_splits
+    from dsls.metrics.digit_classifier import train_classifier
     from dsls.metrics.fidelity import Uint8Images
 
     splits = load_splits("digits")

@@ -36,59 +36,52 @@ class SaveAndStop(L.Callback):
             trainer.should_stop, self.done = True, True
 
 
-def trainer(max_steps=20, **kw):
-    return L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, accelerator="cpu", limit_val_batches=0, **kw)
-
-
 def data():
     return Toy2DDataModule(train_size=1024, batch_size=128, seed=3)  # 8 batches an epoch
 
 
-def fit_both_ways(make_model, tmp_path, stop_at: int):
+def fit_both_ways(tiny_trainer, make_model, tmp_path, stop_at: int):
+    """20 steps straight, and stopped at `stop_at` then resumed: a model of its own, built under one seed for both
+    runs, since exactness needs the same initial weights."""
     L.seed_everything(0)
     straight = make_model()
-    trainer().fit(straight, datamodule=data())
+    tiny_trainer(max_steps=20).fit(straight, datamodule=data())
 
     L.seed_everything(0)
     ckpt = tmp_path / "stopped.ckpt"
-    trainer(callbacks=[SaveAndStop(stop_at, ckpt)]).fit(make_model(), datamodule=data())
+    tiny_trainer(max_steps=20, callbacks=[SaveAndStop(stop_at, ckpt)]).fit(make_model(), datamodule=data())
 
     torch.manual_seed(12345)  # a fresh process would start from another RNG state: the checkpoint must restore it
     resumed = make_model()
-    trainer().fit(resumed, datamodule=data(), ckpt_path=str(ckpt))
+    tiny_trainer(max_steps=20).fit(resumed, datamodule=data(), ckpt_path=str(ckpt))
     return straight.state_dict(), resumed.state_dict()
 
 
 @pytest.mark.parametrize("stop_at", [8, 11], ids=["epoch-end", "mid-epoch"])
-def test_resume_reconstruction(tmp_path, stop_at):
-    assert_same(*fit_both_ways(lambda: ReconstructionModule(latent_dim=2, hidden=32, depth=2), tmp_path, stop_at))
+def test_resume_reconstruction(tiny_trainer, tmp_path, stop_at):
+    assert_same(*fit_both_ways(tiny_trainer, lambda: ReconstructionModule(latent_dim=2, hidden=32, depth=2), tmp_path,
+                               stop_at))
 
 
 @pytest.mark.parametrize("mode, refit_from", [("posthoc", "joint"), ("joint", "joint"), ("joint", "scratch")])
-def test_resume_adversarial_mid_epoch(tmp_path, mode, refit_from):
+def test_resume_adversarial_mid_epoch(tiny_trainer, toy_ae_ckpt, tmp_path, mode, refit_from):
     """joint: stopped at step 11, inside the D refit (the last half of 20 steps), which resumes with the same cached
     codes and, from scratch, without a second fresh start."""
-    L.seed_everything(0)
-    t = trainer(max_steps=5)
-    t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=data())
-    ae = tmp_path / "ae.ckpt"
-    t.save_checkpoint(ae)
     refit = {"refit_from": refit_from} if mode == "joint" else {}
-    make = lambda: AdversarialModule(autoencoder_ckpt=str(ae), mode=mode, d_hidden=16, d_depth=2,  # noqa: E731
+    make = lambda: AdversarialModule(autoencoder_ckpt=toy_ae_ckpt, mode=mode, d_hidden=16, d_depth=2,  # noqa: E731
                                      score_matching_weight=1.0, **refit)
-    assert_same(*fit_both_ways(make, tmp_path, stop_at=11))
+    assert_same(*fit_both_ways(tiny_trainer, make, tmp_path, stop_at=11))
 
 
-def test_phase1_resumes_with_a_larger_max_steps(tmp_path):
+def test_phase1_resumes_with_a_larger_max_steps(tiny_trainer, tmp_path):
     """The one-cycle schedule reads its length at every fit: resuming with more steps stretches it (a schedule fixed
     at the first fit stopped with `Tried to step 8 times`)."""
     L.seed_everything(0)
-    t = trainer(max_steps=6)
+    t = tiny_trainer(max_steps=6)
     t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=data())
     t.save_checkpoint(tmp_path / "six.ckpt")
     longer = ReconstructionModule(latent_dim=2, hidden=16, depth=1)
-    t = trainer(max_steps=12)
+    t = tiny_trainer(max_steps=12)
     lrs = []
     t.callbacks.append(L.pytorch.callbacks.LambdaCallback(
         on_train_batch_start=lambda tr, *_: lrs.append(tr.optimizers[0].param_groups[0]["lr"])))
@@ -160,13 +153,9 @@ def resume(phase: str, run_dir: Path, ckpt_path: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def adversarial_preempted(tmp_path_factory):
+def adversarial_preempted(toy_ae_ckpt, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("preempted-adversarial")
-    L.seed_everything(0)
-    t = trainer(max_steps=5)
-    t.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), datamodule=data())
-    t.save_checkpoint(tmp / "ae.ckpt")
-    return preempt("adversarial", tmp, f"--model.autoencoder_ckpt={tmp / 'ae.ckpt'}", "--model.d_hidden=32",
+    return preempt("adversarial", tmp, f"--model.autoencoder_ckpt={toy_ae_ckpt}", "--model.d_hidden=32",
                    "--model.d_depth=2", runs=2)
 
 

@@ -19,7 +19,7 @@ from dsls.errors import DivergedError
 from dsls.errors import RunFolderBusy
 from dsls.pipeline import run_pipeline
 from dsls.run_folder import LOCK, is_rank_zero, lock_scope, take_lock
-from test_pipeline import TINY, copy_of, tiny_run  # noqa: F401  (a fixture: the tiny toy run, made once here)
+from test_pipeline import TINY, copy_of  # tiny_run: conftest's session run of TINY
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIT = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
@@ -176,15 +176,14 @@ class PoisonAt(L.Callback):
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
 
 
-def test_a_non_finite_save_fails_and_keeps_the_previous_last_ckpt(tmp_path):
+def test_a_non_finite_save_fails_and_keeps_the_previous_last_ckpt(tiny_trainer, tmp_path):
     from dsls.data import Toy2DDataModule
     from dsls.phases.reconstruction import ReconstructionModule
 
     ckpts = tmp_path / "checkpoints"
-    trainer = L.Trainer(max_steps=6, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu", limit_val_batches=0, default_root_dir=str(tmp_path),
-                        callbacks=[PoisonAt(3), ModelCheckpoint(ckpts, save_last=True, save_top_k=0,
-                                                                every_n_train_steps=2)])
+    trainer = tiny_trainer(max_steps=6, enable_checkpointing=True, default_root_dir=str(tmp_path),
+                           callbacks=[PoisonAt(3), ModelCheckpoint(ckpts, save_last=True, save_top_k=0,
+                                                                   every_n_train_steps=2)])
     with pytest.raises(DivergedError, match=r"the reconstruction phase's weights became non-finite \(\d+ of \d+ "
                                             r"tensors\) by step 4: lower --model.lr \(now 0.003\)"):
         trainer.fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1, lr=3e-3),
@@ -244,24 +243,16 @@ def test_a_second_fit_keeps_the_first_fits_figures_and_a_resumed_one_replaces_it
     assert not list(phase.glob("*-v2*")) and not list(phase.glob("checkpoints/*-v2*"))
 
 
-def test_a_second_fit_of_phase_2_keeps_sigma_accuracy_png_and_json(tmp_path):
+def test_a_second_fit_of_phase_2_keeps_sigma_accuracy_png_and_json(tiny_trainer, toy_ae_ckpt, tmp_path):
     from dsls.callbacks.grids import SampleFigures
     from dsls.data import Toy2DDataModule
     from dsls.phases.adversarial import AdversarialModule
-    from dsls.phases.reconstruction import ReconstructionModule
 
-    def fit(model, root):
-        t = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, accelerator="cpu", limit_val_batches=0, default_root_dir=str(root),
-                      callbacks=[SampleFigures(num=8)])
-        t.fit(model, datamodule=Toy2DDataModule(train_size=512, val_size=200, batch_size=128))
-        return t
-
-    fit(ReconstructionModule(latent_dim=2, hidden=16, depth=1), tmp_path / "p1").save_checkpoint(tmp_path / "ae.ckpt")
     made = []
     for levels in (4, 6):
-        fit(AdversarialModule(autoencoder_ckpt=str(tmp_path / "ae.ckpt"), d_hidden=16, d_depth=1, num_levels=levels),
-            tmp_path / "p2")
+        t = tiny_trainer(max_steps=3, default_root_dir=str(tmp_path / "p2"), callbacks=[SampleFigures(num=8)])
+        t.fit(AdversarialModule(autoencoder_ckpt=toy_ae_ckpt, d_hidden=16, d_depth=1, num_levels=levels),
+              datamodule=Toy2DDataModule(train_size=512, val_size=200, batch_size=128))
         made.append({p.name: p.read_bytes() for p in (tmp_path / "p2").iterdir() if p.is_file()})
     assert set(made[0]) == {"sigma_accuracy.png", "sigma_accuracy.json"}
     assert set(made[1]) == set(made[0]) | {"sigma_accuracy-v1.png", "sigma_accuracy-v1.json"}
@@ -270,7 +261,7 @@ def test_a_second_fit_of_phase_2_keeps_sigma_accuracy_png_and_json(tmp_path):
 
 
 # -- --resume ---------------------------------------------------------------------------------------------------------
-def test_resume_names_the_overrides_it_did_not_apply(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_resume_names_the_overrides_it_did_not_apply(tiny_run, tmp_path, capsys):
     run = copy_of(tiny_run, tmp_path)
     capsys.readouterr()
     run_pipeline("configs/toy", [*TINY, "--reconstruction.model.lr=1e-2", "--model.lr_d=1e-3"], run_dir=str(run),

@@ -11,6 +11,7 @@ import yaml
 from dsls.phases.search import LatentSearchModule
 from dsls.samplers import SAMPLERS, make_sampler
 
+from conftest import make_tiny_trainer  # the tiny_trainer fixture's factory, for the search helper
 from contract import assert_same_samples, assert_seed_matters  # tests/contract.py: the reproducibility contract
 
 # Small settings per sampler, so that each runs in a second on the toy checkpoint. A sampler registered later and not
@@ -20,8 +21,7 @@ QUICK = {"none": {}, "langevin": {"steps_per_level": 1}, "pc": {"levels": 3}, "o
 
 def search(ckpt, out_dir, **kw) -> LatentSearchModule:
     model = LatentSearchModule(ckpt=ckpt, out_dir=str(out_dir), **kw)
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=False, enable_progress_bar=False,
-              enable_model_summary=False).predict(model, return_predictions=False)
+    make_tiny_trainer(inference_mode=False).predict(model, return_predictions=False)
     return model
 
 
@@ -30,19 +30,28 @@ def load(out_dir, name: str) -> dict:
         return {k: f[k] for k in f.files}
 
 
+BATCH_SAMPLERS = {"none": {}, "langevin": {"steps_per_level": 2}, "pc": {"levels": 4},
+                  "ode": {"method": "heun2", "steps": 4}}  # ode on a fixed grid: an adaptive one picks per batch
+BATCH_KW = dict(num_samples=500, samplers=BATCH_SAMPLERS, num_levels=4)
+
+
+@pytest.fixture(scope="module")
+def one_batch(toy_adv_ckpt, tmp_path_factory):
+    """The 500 samples in one batch (b500), and with another seed (seed1): the reference of every batch size."""
+    d = tmp_path_factory.mktemp("one-batch")
+    search(toy_adv_ckpt, d / "b500", batch_size=500, **BATCH_KW)
+    search(toy_adv_ckpt, d / "seed1", batch_size=500, seed=1, **BATCH_KW)
+    return d
+
+
 @pytest.mark.parametrize("batch_size", [50, 7, 499])  # 7 and 499 leave ragged last batches (3 rows, 1 row)
-def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, tmp_path, batch_size):
-    samplers = {"none": {}, "langevin": {"steps_per_level": 2}, "pc": {"levels": 4},
-                "ode": {"method": "heun2", "steps": 4}}  # ode on a fixed grid: an adaptive one picks per batch
-    kw = dict(num_samples=500, samplers=samplers, num_levels=4)
-    search(toy_adv_ckpt, tmp_path / "small", batch_size=batch_size, **kw)
-    search(toy_adv_ckpt, tmp_path / "b500", batch_size=500, **kw)
-    search(toy_adv_ckpt, tmp_path / "seed1", batch_size=500, seed=1, **kw)
-    for name in samplers:
-        a, b = load(tmp_path / "small", name), load(tmp_path / "b500", name)
+def test_samples_do_not_depend_on_the_batch_size(toy_adv_ckpt, one_batch, tmp_path, batch_size):
+    search(toy_adv_ckpt, tmp_path / "small", batch_size=batch_size, **BATCH_KW)
+    for name in BATCH_SAMPLERS:
+        a, b = load(tmp_path / "small", name), load(one_batch / "b500", name)
         assert a["x"].shape == (500, 2)
         assert_same_samples(a, b, f"{name}, batch {batch_size} vs 500")
-        assert_seed_matters(b, load(tmp_path / "seed1", name), f"{name}, seed 0 vs 1")
+        assert_seed_matters(b, load(one_batch / "seed1", name), f"{name}, seed 0 vs 1")
     lang = load(tmp_path / "small", "langevin")
     assert not np.array_equal(lang["z"], lang["z0"])  # the search did move the latents
 

@@ -3,11 +3,12 @@ sweeps optimise search/langevin/fid), and, where the logger takes them, a result
 import csv
 import json
 
-import lightning as L
 import pytest
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from dsls.phases.search import LatentSearchModule
+
+from conftest import make_tiny_trainer  # the tiny_trainer fixture's factory, for the search helper
 
 SAMPLERS = {"none": {}, "langevin": {"steps_per_level": 2, "eps0": 1e-3}}
 
@@ -37,8 +38,7 @@ class FakeLogger(Logger):
 def search(ckpt, out_dir, logger) -> dict:
     model = LatentSearchModule(ckpt=ckpt, out_dir=str(out_dir), num_samples=64, batch_size=32, num_levels=3,
                                samplers=SAMPLERS)
-    L.Trainer(accelerator="cpu", inference_mode=False, logger=logger, enable_progress_bar=False,
-              enable_model_summary=False).predict(model, return_predictions=False)
+    make_tiny_trainer(inference_mode=False, logger=logger).predict(model, return_predictions=False)
     return json.loads((out_dir / "results.json").read_text())
 
 

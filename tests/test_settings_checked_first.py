@@ -2,7 +2,6 @@
 data module and model (the checkpoints of earlier phases pending), so what any constructor refuses stops the run
 before phase 1 writes anything. And a config source that names an unknown sampler, or an abbreviated flag, is
 refused rather than read as something else."""
-import subprocess
 import sys
 
 import pytest
@@ -82,11 +81,16 @@ def test_only_pending_checkpoints_are_excused():
         load_phase_checkpoint("runs/x/adversarial/checkpoints/last.ckpt", "adversarial")
 
 
-def test_dsls_refuses_abbreviated_flags_and_names_the_full_one(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "dsls.cli", "fit", "--config", "configs/toy/reconstruction.yaml",
-                        "--trainer.max_step=3", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2
-    last = p.stderr.strip().splitlines()[-1]
+def test_dsls_refuses_abbreviated_flags_and_names_the_full_one(tmp_path, monkeypatch, capsys):
+    """`dsls fit` in-process (its console entry point; a fresh interpreter would cost ~10 s of imports)."""
+    from dsls.cli import console_main
+
+    monkeypatch.setattr(sys, "argv", ["dsls", "fit", "--config", "configs/toy/reconstruction.yaml",
+                                      "--trainer.max_step=3", f"--run_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as e:
+        console_main()
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: unrecognized arguments: --trainer.max_step=3") and "--trainer.max_steps" in last
     assert not any(tmp_path.iterdir())
 

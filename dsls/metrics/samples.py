@@ -77,7 +77,7 @@ def classifier_classes(x, dataset_name: str, data_dir: str = "data") -> np.ndarr
         return digit_classes(x, data_dir)
     import torch
 
-    from dsls.metrics.classifier import _predict, load_classifier
+    from dsls.metrics.digit_classifier import _predict, load_classifier
 
     return _predict(load_classifier(dataset_name, data_dir), torch.as_tensor(x).float())[1].argmax(1).numpy()
 

@@ -34,7 +34,7 @@ def tint_classes(x) -> np.ndarray:
 
 def digit_classes(x, data_dir: str = "data", cache_dir: str | None = None) -> np.ndarray:
     """The class the digits' metric classifier reads in each sample's shape."""
-    from dsls.metrics.classifier import _predict, load_classifier
+    from dsls.metrics.digit_classifier import _predict, load_classifier
 
     return _predict(load_classifier("digits", data_dir, cache_dir), shape_of(x))[1].argmax(1).numpy()
 

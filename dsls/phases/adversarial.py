@@ -1,18 +1,17 @@
 """Phase 2: train the noise-conditional latent discriminator D(z, σ) (manual optimization).
 
-posthoc: E and G are frozen; D alone learns the density ratio q_σ/p_σ, on codes encoded once (cache_codes).
-joint (AAE): E, G also step, on reconstruction + adv_weight · BCE(D(E(x) + σε, σ), 0), so q moves toward p. The last
-refit_steps then train D alone on the frozen final autoencoder's cached codes: a D that chased moving codes
-describes stale ones, and the search needs the ratio of the codes it decodes.
+Post hoc (the default, and the case this module reads as): E and G are frozen; D alone learns the density ratio
+q_σ/p_σ of the codes against the prior, on codes encoded once (cache_codes: LatentPhase.train_dataloader serves them).
+Joint (AAE) mode (`mode: joint`): E, G train beside D, then D refits on the frozen final codes; the module hands those
+steps to a JointGame (dsls.phases.joint) and keeps D's loss, the optimizer and the checkpoint, which are the same in
+both modes.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from dsls.data.loaders import unpack
 from dsls.errors import ConfigError, PhaseCheckpointError
@@ -20,20 +19,9 @@ from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import LATENT_LADDER
 from dsls.phases.base import LatentPhase, init_args
+from dsls.phases.joint import JointGame
 from dsls.phases.schedules import cosine
 from dsls.score import LogRatio, Score, noised_prior, prior_score
-
-
-@contextmanager
-def _frozen(module: torch.nn.Module):
-    """Run a module as a fixed function: gradients flow through it to its input, not into its parameters."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 class AdversarialModule(LatentPhase):
@@ -92,9 +80,7 @@ class AdversarialModule(LatentPhase):
             raise ConfigError(f"--model.refit_from must be 'joint' or 'scratch', got {refit_from!r}")
         if d_steps_per_ae_step < 1:
             raise ConfigError(f"--model.d_steps_per_ae_step={d_steps_per_ae_step} must be >= 1")
-        self.mode = mode  # read by autoencoder_frozen inside _init_latent
-        self.refitting = False  # joint mode's last refit_steps (entered by training_step, also after a resume)
-        self.codes: Optional[torch.Tensor] = None  # the refit's cached codes
+        self.joint = JointGame(self) if mode == "joint" else None  # read by autoencoder_frozen inside _init_latent
         self.caches_codes = cache_codes  # posthoc and the refit: the frozen encoder runs once per example
         autoencoder = self._init_latent(autoencoder_ckpt, autoencoder, sigma_max)
         self.save_hyperparameters(init_args(locals()))
@@ -105,7 +91,7 @@ class AdversarialModule(LatentPhase):
 
     @property
     def autoencoder_frozen(self) -> bool:
-        return self.mode == "posthoc" or self.refitting
+        return self.joint is None or self.joint.refitting
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
@@ -121,15 +107,9 @@ class AdversarialModule(LatentPhase):
     def latent_net(self) -> torch.nn.Module:
         return self.discriminator
 
-    @property
-    def joint_steps(self) -> int:
-        """The steps in which E, G train with D; the refit follows (joint mode)."""
-        if self.mode == "posthoc":
-            return 0
-        refit = self.hparams.refit_steps
-        return self.total_steps - (self.total_steps // 2 if refit is None else min(refit, self.total_steps))
-
-    def _d_loss(self, zq: torch.Tensor, stage: str) -> torch.Tensor:
+    def d_loss(self, zq: torch.Tensor, stage: str) -> torch.Tensor:
+        """D's loss on codes zq against prior draws, both noised at a σ from the ladder: BCE on the ratio, plus the
+        DSM term on the score D implies (score_matching_weight)."""
         D = self.discriminator
         zq_t, sq, nq = self.noisy(zq)
         zp_t, sp, _ = self.noisy(torch.randn_like(zq))
@@ -144,102 +124,38 @@ class AdversarialModule(LatentPhase):
             s = g + prior_score(zq_t, sq)  # the latent score s(z̃, σ), with its prior term
             metrics[f"{stage}/dsm"] = dsm_term = dsm(s, sq, nq)
             loss = loss + self.hparams.score_matching_weight * dsm_term
-        self._log(metrics, stage)
-        return loss
-
-    def _log(self, metrics: dict, stage: str) -> None:
-        """Training metrics on the logger's steps (and the first and last) only: a self.log call costs about as much as
-        a small D step."""
         if stage == "val":
             self.log_dict(metrics, prog_bar=True, on_epoch=True, sync_dist=True)  # the mean over every rank's batches
-            return
+        else:
+            self.log_train(metrics)
+        return loss
+
+    def log_train(self, metrics: dict) -> None:
+        """Training metrics on the logger's steps (and the first and last) only: a self.log call costs about as much as
+        a small D step."""
         t, step = self.trainer, self.global_step + 1  # the step being taken
         every = t.log_every_n_steps
         if t.fast_dev_run or step == 1 or step >= self.total_steps or (every and step % every == 0):
             self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=False)
 
-    def _start_refit(self) -> None:
-        """Freeze E, G where joint training left them and cache their codes (again after a resume: the same weights
-        give the same codes)."""
-        self.refitting = True
-        self.autoencoder.eval()  # its running code statistics stop moving too
-        self.codes = self.encode_train_views() if self.caches_codes else None
-        if self.hparams.refit_from == "scratch" and self.global_step == self.joint_steps:  # not again on a resume
-            self._fresh_discriminator()
-        self.print(f"step {self.global_step}: joint training done; refitting D on the frozen encoder's codes"
-                   f"{' (and G to them)' if self.hparams.refit_decoder else ''} for {self.total_steps - self.joint_steps} "
-                   "steps")
-
-    def _refit_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(codes for D, G's reconstruction loss or None) of a refit step: D's rows from the cache (drawn per rank and
-        step, so each rank gets its own and a resume the same), G's loss on this batch's frozen codes."""
-        if self.codes is not None:
-            g = torch.Generator().manual_seed(1_000_003 * self.global_rank + self.global_step)
-            z = self.code_sample(self.codes[torch.randint(len(self.codes), (len(x),), generator=g)].to(self.device))
-        if self.codes is None or self.hparams.refit_decoder:
-            with torch.no_grad():
-                zx = self.autoencoder.encode(x)
-            z = zx if self.codes is None else z
-        if not self.hparams.refit_decoder:
-            return z, None
-        recon = F.mse_loss(self.autoencoder.decode(zx), x)
-        self._log({"train/recon": recon}, "train")
-        return z, recon
-
-    def _fresh_discriminator(self) -> None:
-        """D's weights and Adam state as at the start of a post-hoc fit; its input scale read from the final codes. The
-        new weights come from a fixed seed, off the global stream: the same on every DDP rank, and resumable."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.global_step)
-            for m in self.discriminator.modules():
-                if m is not self.discriminator and hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-        opt = self.optimizers().optimizer
-        for p in self.discriminator.parameters():
-            opt.state.pop(p, None)
-        if self.codes is not None:
-            rows = torch.randperm(len(self.codes), generator=torch.Generator().manual_seed(0))[:2048]
-            self.on_codes(self.codes[rows].to(self.device))
-
-    def _joint_losses(self, x: torch.Tensor, ae_step: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes for D, E and G's loss): reconstruction + adv_weight · the fool term, which runs D with its parameters'
-        requires_grad off, so D's gradient comes from its own BCE alone."""
-        if not ae_step:
-            with torch.no_grad():
-                return self.autoencoder.encode(x), x.new_zeros(())
-        z = self.autoencoder.encode(x)
-        recon = F.mse_loss(self.autoencoder.decode(z), x)
-        z_t, s, _ = self.noisy(z)
-        with _frozen(self.discriminator):
-            fool = F.softplus(self.discriminator(z_t, s))  # E wants its codes labelled prior (0)
-        keep = (s >= self.hparams.fool_min_sigma).float()
-        fool = (fool * keep).sum() / keep.sum().clamp(min=1)
-        self._log({"train/recon": recon, "train/fool": fool}, "train")
-        return z.detach(), recon + self.hparams.adv_weight * fool
-
     def training_step(self, batch, batch_idx):
-        """One backward and one optimizer step per batch (D's and E, G's parameter groups), so global_step counts
-        batches in both modes. Under DDP every parameter that requires grad gets exactly one gradient."""
+        """Post hoc: one D step on the codes of this batch (served cached, or encoded here). Joint mode: the game's
+        step (dsls.phases.joint)."""
         x = unpack(batch)
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        ae_loss, ae_step = None, False
-        if self.mode == "joint" and not self.refitting and self.global_step >= self.joint_steps:
-            self._start_refit()
-        frozen = []  # parameters that must not step this batch
-        if self.mode == "posthoc" and self.batches_are_codes:
+        if self.joint is not None:
+            return self.joint.training_step(x)
+        if self.batches_are_codes:
             z = self.code_sample(x)
-        elif self.mode == "posthoc":
+        else:
             with torch.no_grad():
                 z = self.autoencoder.encode(x)
-        elif self.refitting:
-            z, ae_loss = self._refit_batch(x)
-            frozen = list(self.autoencoder.encoder.parameters())
-            frozen += [] if self.hparams.refit_decoder else list(self.autoencoder.decoder.parameters())
-        else:
-            ae_step = self.global_step % self.hparams.d_steps_per_ae_step == 0
-            z, ae_loss = self._joint_losses(x, ae_step)
-            frozen = [] if ae_step else list(self.autoencoder.parameters())
-        loss = self._d_loss(z, "train") + (0.0 if ae_loss is None else ae_loss)
+        self.step_optimizer(self.d_loss(z, "train"))
+
+    def step_optimizer(self, loss: torch.Tensor, frozen: Sequence[torch.nn.Parameter] = ()) -> None:
+        """One backward and one optimizer step per batch (D's and, in joint mode, E, G's parameter groups), so
+        global_step counts batches in both modes. `frozen`: parameters that must not move this step (joint mode's E,
+        G on D-only steps and in the refit). Under DDP every parameter that requires grad gets exactly one gradient."""
+        opt, sched = self.optimizers(), self.lr_schedulers()
         if frozen and self.trainer.world_size > 1:
             # DDP waits for a gradient of every parameter it registered (E, G's too): give them zeros, dropped below
             loss = loss + sum(p.sum() for p in frozen) * 0.0
@@ -256,7 +172,7 @@ class AdversarialModule(LatentPhase):
         with torch.inference_mode(False):
             z = self.autoencoder.encode(unpack(batch).clone())
             with torch.enable_grad():  # the DSM term differentiates D
-                self._d_loss(z, "val")
+                self.d_loss(z, "val")
             with torch.no_grad():  # accuracy at each ladder level: where along the ladder D is weak
                 for sigma in self.ladder.sigmas.tolist():
                     s = torch.full((len(z),), sigma, device=z.device)
@@ -266,17 +182,16 @@ class AdversarialModule(LatentPhase):
                                    f"val_sigma/acc_p@{sigma:.3g}": (lp < 0).float().mean()}, on_epoch=True,
                                   sync_dist=True)
 
+    def discriminator_group(self) -> dict:
+        return {"params": self.discriminator.parameters(), "lr": self.hparams.lr_d, "betas": (0.9, 0.99)}
+
     def configure_optimizers(self):
-        """One Adam, a parameter group each for D and (joint) E, G; the schedule is read lazily, as total_steps is
-        known only at the start of fit. D decays to 0 by the end of joint training and again over the refit."""
-        groups = [{"params": self.discriminator.parameters(), "lr": self.hparams.lr_d, "betas": (0.9, 0.99)}]
-        d_lr = lambda step: cosine(step, 0, self.total_steps)  # noqa: E731
-        lambdas = [d_lr]
-        if self.mode == "joint":  # one cosine over the joint steps, another over the refit (G's too, if it refits)
-            groups.append({"params": self.autoencoder.parameters(), "lr": self.hparams.lr_ae, "betas": (0.5, 0.99)})
-            d_lr = lambda step: cosine(step, *((0, self.joint_steps) if step < self.joint_steps  # noqa: E731
-                                               else (self.joint_steps, self.total_steps - self.joint_steps)))
-            refits_g = self.hparams.refit_decoder
-            lambdas = [d_lr, lambda step: d_lr(step) if refits_g or step < self.joint_steps else 0.0]
+        """One Adam: post hoc, D's parameter group on a cosine over the fit; joint mode adds E, G's group and restarts
+        the cosine for the refit (JointGame.param_groups). The factors are read lazily, as total_steps is known only at
+        the start of fit."""
+        if self.joint is not None:
+            groups, factors = self.joint.param_groups()
+        else:
+            groups, factors = [self.discriminator_group()], [lambda step: cosine(step, 0, self.total_steps)]
         opt = torch.optim.Adam(groups)
-        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lambdas)]
+        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, factors)]

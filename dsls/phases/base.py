@@ -10,6 +10,8 @@ import lightning as L
 import torch
 
 from dsls.checkpoints import load_phase_checkpoint, pending_checkpoints  # noqa: F401  (importable here, as before)
+from dsls.data.codes import code_loader, train_views
+from dsls.data.loaders import make_loader, unpack
 from dsls.errors import CheckpointPending, ConfigError, PhaseCheckpointError  # noqa: F401  (defined there; importable here)
 from dsls.noise import SigmaLadder
 from dsls.phases.schedules import cosine, warmup_cosine  # noqa: F401  (importable here, as before)
@@ -163,20 +165,34 @@ class LatentPhase(PhaseModule):
         if shape is not None and tuple(shape) != tuple(self.autoencoder.data_shape):
             raise ConfigError(f"the data is {list(shape)} but the autoencoder was trained on "
                               f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
+        if stage == "fit" and dm is not None:
+            # Lightning asks a fit's data module for the train loader, never its LightningModule (2.6: data_connector's
+            # attach_datamodule): point the fit loop at train_dataloader below, which serves the data module's batches
+            # or, cached, their codes. Every fit attaches its data afresh, so nothing needs putting back.
+            self.trainer.fit_loop._data_source.instance = self
 
-    caches_codes = False  # a subclass that trains on codes alone may set it: see on_fit_start
-    batches_are_codes = False  # set when on_fit_start has made the train loader yield cached codes
+    # -- the training batches: the data module's, or the codes of its examples, encoded once -----------------------
+    caches_codes = False  # a phase that trains on the codes alone may set it (post-hoc D): see train_dataloader
+    train_codes: Optional[torch.Tensor] = None  # this fit's cached codes (on_fit_start), or None: batches of data
+
+    @property
+    def batches_are_codes(self) -> bool:
+        return self.train_codes is not None
+
+    def train_dataloader(self):
+        """This fit's training batches: the data module's own, or, when the codes are cached, the rows of train_codes
+        in the batches and the order the data module draws its examples in (dsls.data.codes.code_loader). The data
+        module is left as it is."""
+        loader = self.trainer.datamodule.train_dataloader()
+        return loader if self.train_codes is None else code_loader(loader, self.train_codes)
 
     @torch.no_grad()
     def encode_train_views(self) -> torch.Tensor:
         """The frozen encoder's code of every training example under every augmented view the data module names
-        (`train_views()`: the plain set, plus its mirror image when it flips at random), on the CPU. Under DDP every
-        rank encodes the whole set. A data module without train_views gives its train_set as the one view."""
-        from dsls.data.loaders import make_loader
-        from dsls.data.loaders import unpack
-
+        (dsls.data.codes.train_views: the plain set, plus its mirror image when it flips at random), on the CPU. Under
+        DDP every rank encodes the whole set."""
         dm, t0 = self.trainer.datamodule, time.perf_counter()
-        views = dm.train_views() if hasattr(dm, "train_views") else [dm.train_set]  # no augmentation to unroll
+        views = train_views(dm)
         batch, workers = 2 * dm.hparams.get("batch_size", 128), dm.hparams.get("num_workers", 0)  # fits where it trains
         was_training = self.autoencoder.training
         self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
@@ -189,25 +205,20 @@ class LatentPhase(PhaseModule):
 
     @torch.no_grad()
     def on_fit_start(self) -> None:
+        """Caches the codes (caches_codes, while the encoder is frozen), then reads σ_max and the net's input scale
+        from the first training codes, unless resuming (they come from the checkpoint)."""
         dm = self.trainer.datamodule
         if dm is None:
             raise ValueError(f"{type(self).__name__} reads code statistics from the datamodule: fit with datamodule=…")
-        from dsls.data.loaders import CodeRows
-        from dsls.data.loaders import unpack
-
         if self.caches_codes and self.autoencoder_frozen and hasattr(dm, "train_set"):
-            # Encode once instead of at every step. Every dsls data module builds its train loader from .train_set,
-            # so the loader Lightning asks for next (after on_fit_start) yields batches of codes; teardown puts the
-            # data back, for another fit with the same data module.
-            self._data_train_set = dm.train_set
-            dm.train_set, self.batches_are_codes = CodeRows(self.encode_train_views()), True
+            self.train_codes = self.encode_train_views()  # once, instead of at every step
         if self.trainer.ckpt_path is not None:
             return  # resumed: σ_max and the code statistics come from the checkpoint
         was_training = self.autoencoder.training
         self.autoencoder.eval()  # measuring, not training: leave the running code statistics alone
         batches = [self.code_sample(b.to(self.device)) if self.batches_are_codes
                    else self.autoencoder.encode(unpack(b).to(self.device))
-                   for b, _ in zip(dm.train_dataloader(), range(8))]  # without flips: the same examples, cached or not
+                   for b, _ in zip(self.train_dataloader(), range(8))]  # the first batches this fit trains on
         codes = torch.cat(batches)[:2048]
         self.autoencoder.train(was_training)
         smax = self.trainer.strategy.reduce(torch.cdist(codes, codes).max(), reduce_op="max")
@@ -218,9 +229,7 @@ class LatentPhase(PhaseModule):
         self.print(f"auto sigma_max = {self.sigma_max.item():.4g} (largest pairwise code distance); {self.ladder}")
 
     def teardown(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if self.batches_are_codes and dm is not None:
-            dm.train_set, self.batches_are_codes = self._data_train_set, False
+        self.train_codes = None  # the codes belong to the fit that encoded them
 
     def code_sample(self, z: torch.Tensor) -> torch.Tensor:
         """A code from cached encoder means: a stochastic encoder's noise is drawn afresh each time."""
