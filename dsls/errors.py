@@ -112,13 +112,21 @@ USER_ERRORS = (MissingDataError, CorruptDataError, MissingWeightsError, PhaseChe
                FloatingPointError, SaveError)
 
 
-def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
-    """The first error of `kinds` in e's chain, as its traceback shows it (__cause__, else an unsuppressed
+def exception_chain(e: BaseException | None):
+    """e, then what it was raised from, as its traceback shows the chain (__cause__, else an unsuppressed
     __context__): jsonargparse and Lightning wrap what a module's __init__ or hook raises."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, kinds):
-            return e
         seen.add(id(e))
+        yield e
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return None
+
+
+def user_error(e: BaseException, kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> BaseException | None:
+    """The first error of `kinds` in e's chain (exception_chain)."""
+    return next((x for x in exception_chain(e) if isinstance(x, kinds)), None)
+
+
+def first_line(e: BaseException) -> str:
+    """An error's first non-empty line (or its type), to quote in a one-line message."""
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from dsls.errors import OverrideError
+from dsls.errors import OverrideError, exception_chain, first_line
 from dsls.samplers import sampler_flag_hint
 
 PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
@@ -181,15 +181,10 @@ def _parse_error(args: list[str]) -> str | None:
 
 
 def _innermost(e: BaseException) -> str:
-    """The message of the innermost ValueError/TypeError in e's chain: what the constructor said, not jsonargparse's
-    report around it (the Union's alternatives and the whole given value)."""
-    found, seen = e, set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (ValueError, TypeError)):
-            found = e
-        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return str(found).strip().splitlines()[0] if str(found).strip() else type(found).__name__
+    """The first line of the innermost ValueError/TypeError in e's chain: what the constructor said, not
+    jsonargparse's report around it (the Union's alternatives and the whole given value)."""
+    inner = [x for x in exception_chain(e) if isinstance(x, (ValueError, TypeError))]
+    return first_line(inner[-1] if inner else e)
 
 
 def check_phase(phase: str, config: dict, command, routed: list[str]) -> None:

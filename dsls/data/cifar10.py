@@ -7,8 +7,8 @@ import pickle
 from torchvision import transforms as T
 from torchvision.datasets import CIFAR10
 
-from dsls.data.images import ImageDataModule, TransformedSubset, first_line, split_indices
-from dsls.errors import CorruptDataError, MissingDataError
+from dsls.data.images import ImageDataModule, TransformedSubset, split_indices
+from dsls.errors import CorruptDataError, MissingDataError, first_line
 
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 LAYOUT = "<data_dir>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}"

@@ -16,11 +16,6 @@ from dsls.errors import ConfigError
 from dsls.errors import CorruptDataError, MissingDataError  # noqa: F401  (defined there; importable here)
 
 
-def first_line(e: BaseException) -> str:
-    """An error's first non-empty line (or its type), to quote in a one-line message."""
-    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-
-
 class CenterCropSquare:
     """Center-crop a PIL image to its short side (a class, not a lambda, so transforms pickle for spawn workers)."""
 

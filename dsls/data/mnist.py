@@ -11,8 +11,8 @@ import zlib
 from torchvision import transforms as T
 from torchvision.datasets import MNIST
 
-from dsls.data.images import ImageDataModule, TransformedSubset, first_line, split_indices
-from dsls.errors import CorruptDataError, MissingDataError
+from dsls.data.images import ImageDataModule, TransformedSubset, split_indices
+from dsls.errors import CorruptDataError, MissingDataError, first_line
 
 RAW_FILES = [f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
 LAYOUT = "<data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)"
