@@ -78,7 +78,7 @@ evaluate: $(STAMP)  ## CKPT=<phase-2 ckpt or search.ckpt>: samples-*.npz, result
 	@test -n "$$CKPT" || { echo "usage: make evaluate CKPT=runs/<dataset>/<run>/adversarial/checkpoints/last.ckpt [ARGS=...]"; exit 2; }
 	$(PY) experiments/evaluate.py --ckpt "$$CKPT" $(ARGS)
 
-ablate: $(STAMP)  ## DATASET=digits|toy|mnist|cifar10|...: the ablation table (trains what its run folder lacks)
+ablate: $(STAMP)  ## DATASET=digits|toy|mnist|cifar10|...: the peer table (trains what its run folder lacks)
 	$(PY) experiments/ablate.py --config-dir "configs/$${DATASET:-digits}" $(ARGS)
 
 bench: $(STAMP)  ## sampling and training cost ratios on this machine (default CIFAR-10 networks)

@@ -90,9 +90,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # -- reading: a checkpoint must be a dsls checkpoint of an expected phase -------------------------------------
 PHASES = {"reconstruction": "phase 1", "adversarial": "phase 2", "pixel_ncsn": "pixel-space baseline",
-          "latent_classifier": "latent classifier", "search": "phase 3, search.ckpt"}
+          "latent_classifier": "latent classifier", "search": "phase 3, search.ckpt",
+          "latent_score": "latent score network"}
 FLAG_FOR = {"reconstruction": "--model.autoencoder_ckpt", "adversarial": "--model.ckpt", "pixel_ncsn": "--model.ckpt",
-            "latent_classifier": "--model.classifier_ckpt"}
+            "latent_classifier": "--model.classifier_ckpt", "latent_score": "--model.ckpt"}
 
 
 _PENDING: set[str] = set()  # absolute paths: see pending_checkpoints

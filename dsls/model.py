@@ -1,12 +1,12 @@
 """A trained DS-LS model as one plain torch.nn.Module, for Python: `dsls.load(path)` gives a LatentModel.
 
-    model = dsls.load("runs/toy/<run>")   # a run folder, a phase-2 checkpoint or a search.ckpt; on the CPU
+    model = dsls.load("runs/toy/<run>")   # a run folder, a phase-2/latent_score checkpoint or a search.ckpt; CPU
     x = model.sample(16)                  # annealed Langevin, seed 0: (16, *data_shape)
 
-A LatentModel holds the autoencoder E, G, the σ ladder, a latent prior (dsls.priors; today phase 2's D) and, for class
-guidance, optionally a latent classifier. The search phase and the tasks call the same functions as its methods
-(sample_batch, LatentModel.dps, dsls.interpolation.ode_path, dsls.likelihood.ode_log_prob): a sample drawn here is
-the one `dsls predict` writes with the same checkpoint, seed and settings, under the reproducibility contract.
+A LatentModel holds the autoencoder E, G, the σ ladder, a latent prior (dsls.priors: phase 2's D, or a score network)
+and, for class guidance, optionally a latent classifier. The search phase and the tasks call the same functions as its
+methods (sample_batch, LatentModel.dps, dsls.interpolation.ode_path, dsls.likelihood.ode_log_prob): a sample drawn here
+is the one `dsls predict` writes with the same checkpoint, seed and settings, under the reproducibility contract.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from dsls.anomaly import BATCH as ANOMALY_BATCH
+from dsls.anomaly import COMBINED_PARTS, DEFAULT_SCORE, AnomalyFit, anomaly_score, fit_anomaly
 from dsls.errors import ConfigError, PhaseCheckpointError, TaskError
 from dsls.guidance import MEASUREMENT_SCALE, ClassGuidance, Luma, Masking, Measurement
 from dsls.interpolation import SIGMA_TOP, ode_path
@@ -229,6 +231,27 @@ class LatentModel(nn.Module):
                              exact_divergence=exact_divergence, generator=g)
         return lp.detach()
 
+    # -- anomaly detection (dsls.anomaly) -----------------------------------------------------------------------------
+    anomaly_fit: Optional[AnomalyFit] = None  # the last fit_anomaly's: the typicality and combined scores use it
+
+    def fit_anomaly(self, normal_x, parts=COMBINED_PARTS, batch_size: int = ANOMALY_BATCH) -> AnomalyFit:
+        """Fit the typicality and combined anomaly scores on normal images only (e.g. held-out images of the classes
+        the model was trained on); returns the fit (plain data: fit.to_dict()) and keeps it as model.anomaly_fit for
+        anomaly_score. parts: what the combination takes (dsls.anomaly.PARTS).
+        Example: `fit = model.fit_anomaly(normal_x)`."""
+        self.anomaly_fit = fit_anomaly(self, self._images(normal_x, "fit_anomaly"), parts, batch_size)
+        return self.anomaly_fit
+
+    def anomaly_score(self, x, kind: str = DEFAULT_SCORE, fit: Optional[AnomalyFit] = None, sigma=None,
+                      batch_size: int = ANOMALY_BATCH, seed: int = 0) -> torch.Tensor:
+        """One anomaly score per image, (B,) float64 on the CPU, higher = more anomalous (dsls.anomaly): "recon",
+        "nll" (the ODE; seed: its probe), "logit" (at sigma, default σ_min), "consistency", "typicality" or
+        "combined" (the default; these two use `fit`, default model.anomaly_fit).
+        Example: `s = model.anomaly_score(x, "recon")`."""
+        x = self._images(x, "anomaly_score")
+        fit = fit if fit is not None else self.anomaly_fit
+        return torch.from_numpy(anomaly_score(self, x, kind, fit, sigma, batch_size, seed))
+
     # -- inverse problems ---------------------------------------------------------------------------------------------
     def dps(self, operator: Callable[[list], nn.Module], x, sampler: str = "langevin", seed: int = 0,
             scale: float = MEASUREMENT_SCALE, batch_size: Optional[int] = None, ladder: Optional[SigmaLadder] = None,
@@ -305,16 +328,23 @@ class LatentModel(nn.Module):
         return frames[0] if single else frames
 
 
-def sampling_model(ckpt: Optional[str], flag: str = "--model.ckpt"):
-    """What a search samples from: a LatentModel of a phase-2 checkpoint, or the pixel_ncsn baseline's module."""
+def sampling_model(ckpt: Optional[str], flag: str = "--model.ckpt", dg_scale: Optional[float] = None):
+    """What a search samples from: a LatentModel of a phase-2 or latent_score checkpoint, or the pixel_ncsn baseline's
+    module. dg_scale: the discriminator-guidance weight of a phase-2 checkpoint that has it (None: its default)."""
     module = load_phase_module(ckpt, flag)
-    return module if module.phase == "pixel_ncsn" else LatentModel(**latent_parts(module))
+    if module.phase == "pixel_ncsn":
+        if dg_scale is not None:
+            raise TaskError(f"--model.dg_scale={dg_scale} weighs discriminator guidance, which a pixel_ncsn checkpoint "
+                            "does not have: drop --model.dg_scale")
+        return module
+    return LatentModel(**latent_parts(module, dg_scale=dg_scale))
 
 
 def load(path, device=None) -> LatentModel:
     """The LatentModel of a run folder (the phase-2 checkpoint its DONE stamp names, with the run's latent classifier
-    attached when it has one), a search.ckpt (its phase-2 checkpoint, classifier and σ-ladder overrides) or a phase-2
-    checkpoint; on `device` (None: the CPU). Example: `model = dsls.load("runs/toy/<run>")`."""
+    attached when it has one), a search.ckpt (its checkpoint, classifier, σ-ladder overrides and DG weight), a phase-2
+    checkpoint or a latent_score checkpoint (its score network as the prior); on `device` (None: the CPU).
+    Example: `model = dsls.load("runs/toy/<run>")`."""
     source = resolve(path)
     model = LatentModel(**read_phase_2(source))
     if source.classifier:

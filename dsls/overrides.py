@@ -23,10 +23,12 @@ from dsls.samplers import sampler_flag_hint
 
 PHASES = [("reconstruction", "fit"), ("adversarial", "fit"), ("search", "predict")]
 GUIDED_PHASES = PHASES[:2] + [("latent_classifier", "fit"), PHASES[2]]  # --classifier: a class-guided search
-ALL_PHASES = GUIDED_PHASES + [("pixel_ncsn", "fit")]  # the pixel-space baseline: dsls.ablation trains it too
+ALL_PHASES = GUIDED_PHASES + [("pixel_ncsn", "fit"),  # the pixel-space baseline: dsls.ablation trains it too
+                              ("latent_score", "fit")]  # the latent DSM score network, a peer of D (dsls.ablation)
 NEEDS = {"adversarial": ("--model.autoencoder_ckpt", "reconstruction"),
          "latent_classifier": ("--model.autoencoder_ckpt", "adversarial"),  # joint mode's E, D's σ_max
-         "search": ("--model.ckpt", "adversarial")}
+         "search": ("--model.ckpt", "adversarial"),
+         "latent_score": ("--model.autoencoder_ckpt", "reconstruction")}
 def _class(class_path: str) -> type:
     module_path, name = class_path.rsplit(".", 1)
     return getattr(importlib.import_module(module_path), name)

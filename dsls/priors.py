@@ -2,8 +2,9 @@
 an optional latent classifier for class guidance. Both are plain nn.Modules, so `.to(device)` moves them.
 
 A prior gives its score as terms of a dsls.score.Score: log-density terms, differentiated together, and `direct` score
-terms. Phase 2's D is one kind of prior (DiscriminatorPrior: log-density terms only); a score network would give a
-direct term, and the LatentModel asks its prior for its terms without knowing which kind it holds.
+terms. Phase 2's D is one kind of prior (DiscriminatorPrior: log-density terms only); the latent_score phase's network
+another (ScorePrior: a direct term); discriminator guidance adds a D's log-density term to such a network
+(GuidedScorePrior). The LatentModel asks its prior for its terms without knowing which kind it holds.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dsls.errors import TaskError
 from dsls.noise import as_sigma
 from dsls.score import DirectScore, LogDensity, LogRatio, noised_prior
 
+DG_SCALE = 1.0  # the discriminator-guidance weight w when none is given
 
 class LatentPrior(nn.Module):
     """The base of the latent priors: a score as Score terms, and a logit where the prior has one."""
@@ -46,6 +48,44 @@ class DiscriminatorPrior(LatentPrior):
         return [LogRatio(self.discriminator), noised_prior], []
 
     def logit(self, z: torch.Tensor, sigma) -> torch.Tensor:
+        return self.discriminator(z, as_sigma(sigma, z))
+
+
+class ScorePrior(LatentPrior):
+    """A noise-conditional score network s_θ(z, σ) ≈ ∇z log q_σ(z) (the latent_score phase's EMA net): the score is
+    its output, a `direct` term; it has no logit."""
+
+    kind = "score network"
+
+    def __init__(self, score_net: nn.Module):
+        super().__init__()
+        self.score_net = score_net
+
+    def score_terms(self) -> tuple[Sequence[LogDensity], Sequence[DirectScore]]:
+        return [], [self.score_net]
+
+
+class GuidedScorePrior(LatentPrior):
+    """Discriminator guidance in latent space (Kim et al. 2023): a score network corrected by a noise-conditional
+    D_g(z, σ) trained on noised codes against noised samples of that network, s(z, σ) = s_θ(z, σ) + w · ∇z logit
+    D_g(z, σ). At D_g's optimum logit D_g = log q_σ − log p_θ,σ, so w = 1 corrects s_θ to q's score. `scale` (w) is a
+    plain attribute: `model.prior.scale = 2.0` changes it."""
+
+    kind = "score network with discriminator guidance"
+
+    def __init__(self, score_net: nn.Module, discriminator: nn.Module, scale: float = DG_SCALE):
+        super().__init__()
+        self.score_net, self.discriminator, self.scale = score_net, discriminator, float(scale)
+
+    def guidance(self, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """w · logit D_g(z, σ) per row: the log-density term whose gradient corrects s_θ (w read at each call)."""
+        return self.scale * self.discriminator(z, sigma)
+
+    def score_terms(self) -> tuple[Sequence[LogDensity], Sequence[DirectScore]]:
+        return [self.guidance], [self.score_net]
+
+    def logit(self, z: torch.Tensor, sigma) -> torch.Tensor:
+        """logit D_g(z, σ) (without w) ≈ log q_σ(z) − log p_θ,σ(z)."""
         return self.discriminator(z, as_sigma(sigma, z))
 
 

@@ -1,4 +1,5 @@
-"""The run folder's files (docs/concepts.md, "What a run writes"): samples-<sampler>.npz, results.json, search.ckpt, and the results table.
+"""The run folder's files (docs/concepts.md, "What a run writes"): samples-<sampler>.npz (and samples-floor.npz),
+results.json, search.ckpt, and the results table.
 Each is written atomically (dsls.checkpoints): a full disk keeps the previous file, never half of a new one."""
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import numpy as np
 
 from dsls.checkpoints import save_json, save_npz, save_torch
 
-TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "class_accuracy", "classifier_fid", "class_kl", "mean_confidence",
-                 "colour_accuracy", "fid", "is_mean", "kid_mean", "precision", "recall"]
+TABLE_METRICS = ["modes", "hq_fraction", "rev_kl", "class_accuracy", "classifier_fid", "classifier_precision",
+                 "classifier_recall", "class_kl", "mean_confidence", "colour_accuracy", "fid", "is_mean", "kid_mean",
+                 "precision", "recall"]
 
 
 def save_samples(out_dir: str, name: str, arrays: dict) -> str:
-    """samples-<name>.npz with float32 x (data space), z0 and z (latents), plus int64 y when the samples have labels."""
+    """samples-<name>.npz with float32 x (data space), z0 and z (latents), plus int64 y when the samples have labels;
+    any other array float32 too (the floor's `real`: the held-out images it reconstructs)."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"samples-{name}.npz")
     save_npz(path, **{k: np.asarray(v, dtype=np.int64 if k == "y" else np.float32) for k, v in arrays.items()})
@@ -38,7 +41,8 @@ def merge_results(path: str, new: dict) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """A markdown table: one row per sampler, the metrics any row has, then cost."""
+    """A markdown table: one row per sampler (and the floor: the autoencoder's reconstructions of held-out images),
+    the metrics any row has, then cost ("n/a" where a row has none)."""
     cols = [c for c in TABLE_METRICS if any(c in r for r in results.values())] + ["seconds_per_sample", "nfe"]
     fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = ["sampler | " + " | ".join(cols), "--- | " + " | ".join("---" for _ in cols)]

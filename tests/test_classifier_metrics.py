@@ -15,8 +15,8 @@ import dsls.metrics.digit_classifier as trained
 from dsls.data import DigitsDataModule
 from dsls.metrics.fidelity import to_uint8
 
-KEYS = {"classifier_fid", "class_kl", "mean_confidence", "num_samples", "reference", "reference_size",
-        "classifier_accuracy"}
+KEYS = {"classifier_fid", "classifier_precision", "classifier_recall", "class_kl", "mean_confidence", "num_samples",
+        "reference", "reference_size", "classifier_accuracy"}
 
 
 def numpy_fid(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -93,6 +93,7 @@ def test_real_heldout_against_itself(digits):
     m = clf.classifier_metrics(digits["x"], "digits", cache_dir=digits["cache_dir"])
     assert set(m) == KEYS
     assert m["classifier_fid"] < 1e-3
+    assert m["classifier_precision"] == 1.0 and m["classifier_recall"] == 1.0  # the same set: every ball holds itself
     expected = kl_uniform(np.bincount(digits["y"].numpy(), minlength=10))  # stratified split: nearly uniform
     assert expected < 1e-3 and m["class_kl"] < 0.01 and abs(m["class_kl"] - expected) < 0.01
     assert m["mean_confidence"] > 0.8
@@ -111,6 +112,21 @@ def test_degenerate_generators(digits):
         assert m["classifier_fid"] > 10 * baseline["classifier_fid"]
         assert m["class_kl"] == pytest.approx(math.log(10), abs=1e-12)  # every sample in one class
         assert m["num_samples"] == 200
+
+
+def test_precision_and_recall_in_the_classifier_features(digits):
+    """The real train split covers the held-out images (precision and recall about 0.9); 200 copies of one held-out
+    image look real (precision 1) and cover almost nothing (recall near 0)."""
+    x, cache = digits["x"], digits["cache_dir"]
+    real = clf.classifier_metrics(clf.real_images("digits", split="train")[0], "digits", cache_dir=cache)
+    one = clf.classifier_metrics(x[:1].repeat(200, 1, 1, 1), "digits", cache_dir=cache)
+    for m in (real, one):
+        assert 0.0 <= m["classifier_precision"] <= 1.0 and 0.0 <= m["classifier_recall"] <= 1.0
+    assert real["classifier_precision"] > 0.8 and real["classifier_recall"] > 0.8
+    assert one["classifier_precision"] == 1.0  # a held-out image is inside its own ball
+    assert one["classifier_recall"] < 0.05 and real["classifier_recall"] > one["classifier_recall"] + 0.7
+    few = clf.classifier_metrics(x[:3], "digits", cache_dir=cache)  # no k-NN ball with k = 3 in 3 samples
+    assert few["classifier_precision"] is None and few["classifier_recall"] is None
 
 
 def test_class_kl_by_hand(digits):
@@ -210,3 +226,74 @@ def test_tinted_digits_get_a_quality_figure_in_the_results_table(digits, monkeyp
     assert wrong["colour_accuracy"] < 0.1 and wrong["classifier_fid"] < 1e-3  # right shapes, wrong colours
     table = format_table({"langevin": m}).split("\n")[0]
     assert "classifier_fid" in table and "colour_accuracy" in table
+
+
+# ---------------------------------------------------------------- the floor row of a search
+def test_heldout_images_are_what_each_metric_compares_against(digits):
+    """The images the floor reconstructs: the digits' held-out split, the tinted digits' (whose shapes are that
+    split), for torch-fidelity data sets the reference split evenly spaced, and none for toy data."""
+    from dsls.metrics.samples import heldout_images
+    from dsls.metrics.tinted import shape_of
+
+    on = {"fidelity": ["fid"]}
+    assert torch.equal(heldout_images("digits", on, 100), digits["x"][:100])
+    assert len(heldout_images("digits", on, 10_000)) == 360  # all of it, when fewer than asked for
+    tinted = heldout_images("tinted_digits", on, 50)
+    assert tinted.shape == (50, 3, 8, 8) and torch.equal(shape_of(tinted), digits["x"][:50])
+    data = {"_class_path": "dsls.data.digits.DigitsDataModule"}  # as if it were an Inception data set
+    spread = heldout_images("other", {**on, "datamodule": data, "split": "val"}, 4)
+    assert torch.equal(spread, digits["x"][[0, 120, 239, 359]])
+    assert heldout_images("grid25", on, 10) is None and heldout_images("digits", {"fidelity": []}, 10) is None
+
+
+def test_digits_search_scores_the_floor(digits_tiny, digits, tmp_path, monkeypatch, capsys):
+    """A digits search writes samples-floor.npz (the autoencoder's reconstructions of the held-out images, beside
+    them) and results["floor"] with the classifier metrics, scored like the samples; figures and table show it; a
+    second search into the folder is refused, naming it."""
+    import json
+
+    from conftest import make_tiny_trainer
+    from dsls.errors import TaskError
+    from dsls.model import load
+    from dsls.phases.search import LatentSearchModule
+
+    monkeypatch.setenv("DSLS_CACHE", str(digits["root"]))  # the classifier the fixture trained
+
+    def search(**kw):
+        module = LatentSearchModule(ckpt=digits_tiny["adv"], out_dir=str(tmp_path), num_samples=200, batch_size=120,
+                                    **kw)
+        make_tiny_trainer(inference_mode=False).predict(module, return_predictions=False)
+        return module
+
+    module = search(samplers={"none": {}})
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) == {"none", "floor"} and set(module.results) == {"none"}  # the samplers' results stay theirs
+    floor, none = results["floor"], results["none"]
+    for key in ("classifier_fid", "classifier_precision", "classifier_recall"):
+        assert key in floor and key in none
+    assert 0 <= floor["classifier_precision"] <= 1 and 0 <= floor["classifier_recall"] <= 1
+    assert floor["num_samples"] == 200 and floor["reference"] == "digits-heldout"
+    with np.load(tmp_path / "samples-floor.npz") as f:
+        x, real = f["x"], f["real"]
+    np.testing.assert_array_equal(real, digits["x"][:200].numpy())  # the metric's own held-out images
+    with torch.no_grad():
+        model = load(digits_tiny["adv"])
+        expected = model.decode(model.encode(digits["x"][:200])).numpy()
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    assert floor == {**clf.classifier_metrics(x, "digits", cache_dir=digits["cache_dir"]),
+                     "source": floor["source"]}  # scored by the samples' metric
+    assert floor["classifier_fid"] < none["classifier_fid"]  # reconstructions are nearer the data than prior draws
+    assert "\nfloor | " in capsys.readouterr().out  # the printed table has the floor row
+    assert all((tmp_path / f).is_file() for f in ("samples.png", "samples-floor.png", "floor.png"))
+    with pytest.raises(TaskError, match="samples-floor.npz"):
+        search(samplers={"langevin": {"steps_per_level": 1}})
+
+
+def test_toy_search_has_no_floor(toy_adv_ckpt, tmp_path):
+    from conftest import make_tiny_trainer
+    from dsls.phases.search import LatentSearchModule
+
+    module = LatentSearchModule(ckpt=toy_adv_ckpt, out_dir=str(tmp_path), num_samples=20, samplers={"none": {}})
+    make_tiny_trainer(inference_mode=False).predict(module, return_predictions=False)
+    assert (tmp_path / "samples-none.npz").is_file() and not (tmp_path / "samples-floor.npz").exists()
+    assert "floor" not in (tmp_path / "results.json").read_text()

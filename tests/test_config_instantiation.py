@@ -11,7 +11,7 @@ import torch
 from dsls.cli import DSLSCLI, main
 
 SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "latent_classifier": "fit",
-              "search": "predict"}
+              "latent_score": "fit", "search": "predict"}
 CONFIGS = sorted(p for p in glob.glob("configs/*/*.yaml")  # phase configs; profiles (cpu.yaml): test_codes_and_refit
                  if not p.startswith("configs/sweeps/") and os.path.splitext(os.path.basename(p))[0] in SUBCOMMAND)
 LARGE = {"celebahq256", "lsun_church"}  # 256 px: a forward pass takes seconds on a CPU
@@ -63,7 +63,7 @@ def forward(phase: str, model, x: torch.Tensor) -> torch.Tensor:
     elif phase == "pixel_ncsn":
         out = model.score_fn()(x, sigma)
         assert out.shape == x.shape
-    elif phase == "adversarial":
+    elif phase in ("adversarial", "latent_score"):
         z = model.autoencoder.encode(x)
         out = model.score_fn()(z, sigma)
         assert out.shape == z.shape
@@ -83,6 +83,7 @@ def forward(phase: str, model, x: torch.Tensor) -> torch.Tensor:
 def test_config_instantiates_and_runs_a_forward_pass(path, checkpoints, tmp_path):
     dataset, phase = path.split("/")[1], os.path.splitext(os.path.basename(path))[0]
     flags = {"adversarial": ["--model.autoencoder_ckpt={reconstruction}"],
+             "latent_score": ["--model.autoencoder_ckpt={reconstruction}"],
              "latent_classifier": ["--model.autoencoder_ckpt={adversarial}"],  # what the pipeline passes
              "search": ["--model.ckpt={adversarial}"]}.get(phase, [])
     ckpts = checkpoints(dataset) if flags else {}

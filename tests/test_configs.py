@@ -10,12 +10,12 @@ from dsls.cli import DSLSCLI, main
 from dsls.samplers import SAMPLERS, build_samplers
 
 SUBCOMMAND = {"reconstruction": "fit", "adversarial": "fit", "pixel_ncsn": "fit", "search": "predict",
-              "latent_classifier": "fit"}
+              "latent_classifier": "fit", "latent_score": "fit"}
 ALL = sorted(p for p in glob.glob("configs/*/*.yaml") if not p.startswith("configs/sweeps/"))
 CONFIGS = [p for p in ALL if os.path.splitext(os.path.basename(p))[0] in SUBCOMMAND]
 PROFILES = [p for p in ALL if p not in CONFIGS]  # e.g. configs/mnist/cpu.yaml: per-phase settings (dsls.profiles)
 SWEEPS = sorted(glob.glob("configs/sweeps/*.yaml"))
-REQUIRED = ("reconstruction", "adversarial", "pixel_ncsn", "search")  # latent_classifier: labelled data sets only
+REQUIRED = ("reconstruction", "adversarial", "pixel_ncsn", "latent_score", "search")  # latent_classifier: labelled sets
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_config_parses_with_the_cli(path, parse_only, tmp_path):
 
 
 INPUT = {"adversarial": "--model.autoencoder_ckpt", "latent_classifier": "--model.autoencoder_ckpt",
-         "pixel_ncsn": None, "reconstruction": None, "search": "--model.ckpt"}
+         "latent_score": "--model.autoencoder_ckpt", "pixel_ncsn": None, "reconstruction": None,
+         "search": "--model.ckpt"}
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -163,7 +164,7 @@ def test_configs_do_not_restate_the_ladder_defaults():
 
     for path in CONFIGS:
         phase = os.path.splitext(os.path.basename(path))[0]
-        if phase not in ("adversarial", "latent_classifier", "pixel_ncsn"):
+        if phase not in ("adversarial", "latent_classifier", "latent_score", "pixel_ncsn"):
             continue
         defaults = vars(PIXEL_LADDER if phase == "pixel_ncsn" else LATENT_LADDER)
         init = yaml.safe_load(open(path))["model"]["init_args"]

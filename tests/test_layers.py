@@ -14,12 +14,12 @@ LAYERS = [
     ["dsls.noise", "dsls.losses", "dsls.nets", "dsls.data"],
     ["dsls.score", "dsls.priors", "dsls.samplers", "dsls.likelihood", "dsls.interpolation", "dsls.guidance",
      "dsls.metrics"],
-    ["dsls.model", "dsls.loading", "dsls.phases"],
+    ["dsls.model", "dsls.loading", "dsls.phases", "dsls.anomaly"],
     # the search phase sits with the tasks: it runs them and writes the run folder's samples, results and figures
     ["dsls.tasks", "dsls.figures", "dsls.callbacks", "dsls.runs", "dsls.run_folder", "dsls.interrupts",
      "dsls.phases.search"],
     ["dsls.cli", "dsls.pipeline", "dsls.overrides", "dsls.arguments", "dsls.help", "dsls.profiles", "dsls.ablation",
-     "dsls.benchmarking"],
+     "dsls.benchmarking", "dsls.tuning"],
     ["dsls"],  # dsls/__init__.py: the top (dsls.load is reached lazily from there)
 ]
 

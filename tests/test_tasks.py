@@ -248,7 +248,7 @@ def test_the_task_registry_refuses_what_a_task_does_not_read():
     option given to a task that does not read it is an error, not silently dropped (no checkpoint is read first)."""
     from dsls.tasks.registry import TASKS, run_task
 
-    assert list(TASKS) == ["generate", "likelihood", "inpaint", "colorize", "interpolate"]
+    assert list(TASKS) == ["generate", "likelihood", "inpaint", "colorize", "interpolate", "anomaly"]
     assert TASKS["inpaint"].options == ("num", "sampler", "scale", "mask", "fraction")
     assert TASKS["colorize"].options == ("num", "sampler", "scale")
     with pytest.raises(TaskError, match=r"--task colorize does not use mask; it reads num, sampler, scale"):

@@ -1,14 +1,18 @@
 """Which figures a search writes, and what it sends to a Lightning logger: per-sampler full-resolution grids
 (samples-<sampler>.png), the labelled overview (samples.png) with D's logit field for 2-D latents, guided samples by
-class (guided-<sampler>.png), and to any logger the metrics, a results table and the images. Called by
-LatentSearchModule._finish on rank 0, after the metrics. The drawing itself is in dsls.figures."""
+class (guided-<sampler>.png), the floor (the autoencoder's reconstructions of held-out images: a panel of the
+overview, samples-floor.png, and floor.png with each image above its reconstruction), and to any logger the metrics,
+a results table and the images. Called by LatentSearchModule._finish on rank 0, after the metrics. The drawing itself
+is in dsls.figures."""
 from __future__ import annotations
 
 import json
 import os
 from typing import Optional
 
-from dsls.figures.grids import save_image_grid
+import numpy as np
+
+from dsls.figures.grids import save_image_grid, save_labelled_grid
 from dsls.figures.points import save_scatter
 from dsls.figures.search import (class_grid_title, latent_points, logit_field, panel_title, save_class_grid,
                                  save_search_figure, snapshot_sigmas)
@@ -18,8 +22,10 @@ from dsls.runs import TABLE_METRICS
 def save_search_figures(out_dir: str, model, arrays: dict, trajectories: dict, results: dict,
                         dataset_name: Optional[str], sigma_min: float) -> dict:
     """samples-<sampler>.png per sampler, the overview samples.png and, for samples with requested labels `y`,
-    guided-<sampler>.png ('none' included: titled as not guided, the chance level beside the guided ones); returns
-    {name: path} with 'samples' for the overview and 'guided-<sampler>' for the class grids."""
+    guided-<sampler>.png ('none' included: titled as not guided, the chance level beside the guided ones); for an
+    entry with the `real` images it reconstructs (the floor), <name>.png with the images above their reconstructions.
+    Returns {name: path} with 'samples' for the overview, 'guided-<sampler>' for the class grids and
+    '<name>-pairs' for the reconstruction pairs."""
     titles = {name: panel_title(name, results[name]) for name in arrays}
     paths = {}
     for name, arr in arrays.items():
@@ -42,7 +48,18 @@ def save_search_figures(out_dir: str, model, arrays: dict, trajectories: dict, r
             label = "class given (unused)" if results[name].get("guided") is False else "requested class"
             paths[f"guided-{name}"] = save_class_grid(os.path.join(out_dir, f"guided-{name}.png"), arr["x"],
                                                       arr["y"], dataset_name, title=title, label=label)
+    for name, arr in arrays.items():
+        if "real" in arr:
+            paths[f"{name}-pairs"] = save_pairs(os.path.join(out_dir, f"{name}.png"), arr["real"], arr["x"],
+                                                titles[name])
     return paths
+
+
+def save_pairs(path: str, real, reconstructions, title: str, n: int = 16) -> str:
+    """The first n real images (top row) above their reconstructions G(E(x)) (bottom row)."""
+    n = min(n, len(real))
+    return save_labelled_grid(path, np.stack([real[:n], reconstructions[:n]]), row_labels=["x", "G(E(x))"],
+                              title=title)
 
 
 def results_table(results: dict) -> tuple[list[str], list[list]]:

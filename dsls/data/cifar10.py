@@ -50,7 +50,8 @@ class CIFAR10DataModule(ImageDataModule):
     ``Generator().manual_seed(split_seed)``; the first ``val_size`` (5,000) are val, the other 45,000 train
     (each sorted by original index). Test is the official 10,000 ``test_batch`` images. The train set gets a
     random horizontal flip when ``random_flip`` (default on); val/test are never flipped. Images are resized
-    (antialiased) only when ``image_size`` ≠ 32.
+    (antialiased) only when ``image_size`` ≠ 32. ``classes`` / ``exclude_classes`` (0..9, torchvision's class order:
+    airplane, automobile, ..., truck) select the classes of train and val after the split; test keeps every class.
 
     ``download=True`` fetches and md5-checks the archive in ``prepare_data`` only. With ``download=False``
     an existing folder is read and the files are checked for presence only (see ``_PresenceCheckedCIFAR10``).
@@ -64,8 +65,10 @@ class CIFAR10DataModule(ImageDataModule):
 
     def __init__(self, data_dir: str = "data", image_size: int = 32, batch_size: int = 128, num_workers: int = 4,
                  pin_memory: bool = True, seed: int = 0, split_seed: int = 0, random_flip: bool = True,
-                 download: bool = True, val_size: int = 5000):
+                 download: bool = True, val_size: int = 5000, classes: list[int] | None = None,
+                 exclude_classes: list[int] | None = None):
         super().__init__(data_dir, image_size, batch_size, num_workers, pin_memory, seed, split_seed, random_flip)
+        self.kept_classes()  # a bad class selection stops here, before anything trains
 
     @property
     def folder(self) -> str:

@@ -1,5 +1,5 @@
-"""Shared pieces of the image DataModules: the missing- and corrupt-data errors, the [-1, 1] transforms and the base
-class."""
+"""Shared pieces of the image DataModules: the missing- and corrupt-data errors, the [-1, 1] transforms, class
+selection on index subsets and the base class."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from dsls.data.classes import keep_mask, kept_classes
 from dsls.data.loaders import make_loader
 from dsls.errors import ConfigError
 from dsls.errors import CorruptDataError, MissingDataError  # noqa: F401  (defined there; importable here)
@@ -60,6 +61,24 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
     return [sorted(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def subset_labels(ds: TransformedSubset) -> torch.Tensor:
+    """The labels of a TransformedSubset's rows, read from its dataset's ``targets`` (torchvision's MNIST and CIFAR10,
+    dsls.data.imagefolder.ImageFiles) without loading any image."""
+    return torch.as_tensor(ds.dataset.targets)[torch.as_tensor(ds.indices, dtype=torch.long)]
+
+
+def split_classes(ds: TransformedSubset, kept: Sequence[int] | None,
+                  transform: Callable | None = None) -> tuple[TransformedSubset, TransformedSubset | None]:
+    """(the rows of `ds` whose class is kept, the other rows with `transform` (default: ds's own)); with no selection
+    (`kept` None), (ds, None)."""
+    if kept is None:
+        return ds, None
+    mask = keep_mask(subset_labels(ds), kept).tolist()
+    rows = [[i for i, k in zip(ds.indices, mask) if k == keep] for keep in (True, False)]
+    return (TransformedSubset(ds.dataset, rows[0], ds.transform),
+            TransformedSubset(ds.dataset, rows[1], transform or ds.transform))
+
+
 class ImageDataModule(L.LightningDataModule):
     """Base class: subclasses set ``dataset_name`` / ``channels`` / ``num_classes`` and implement
     :meth:`build_datasets`. Batches are ``(x, y)``: x float32 (B, C, image_size, image_size) in [-1, 1],
@@ -67,6 +86,10 @@ class ImageDataModule(L.LightningDataModule):
     permutation seeded from ``seed`` and the epoch) and drops the last partial batch; val/test keep order and
     every image. ``split_seed`` fixes the split independently of ``seed``, so changing the shuffle seed keeps
     the same val/test images.
+
+    Labelled subclasses take ``classes`` / ``exclude_classes`` (dsls.data.classes): train and val then hold only the
+    kept classes, ``excluded_train_set`` the train split's other images (with the val transform: no flip), and test
+    every class.
     """
 
     dataset_name = "images"
@@ -83,6 +106,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.excluded_train_set: Dataset | None = None
 
     @property
     def data_shape(self) -> tuple[int, int, int]:
@@ -97,9 +121,29 @@ class ImageDataModule(L.LightningDataModule):
         """Return (train, val, test) datasets of (image tensor, int label); raise MissingDataError if absent."""
         raise NotImplementedError
 
+    @property
+    def class_names(self) -> Sequence | None:
+        """The classes the labels 0 .. K−1 stand for, in label order; None for unlabelled data."""
+        return range(self.num_classes) if self.num_classes else None
+
+    def kept_classes(self) -> list[int] | None:
+        """The class indices train and val keep (``--data.classes`` / ``--data.exclude_classes``), None for all;
+        a bad selection is a ConfigError naming the valid classes."""
+        classes, exclude = self.hparams.get("classes"), self.hparams.get("exclude_classes")
+        names = self.class_names
+        if names is None:
+            if classes is not None or exclude is not None:
+                raise ConfigError(f"{self.dataset_name} has no labels, so --data.classes and --data.exclude_classes "
+                                  "do not apply: leave them unset")
+            return None
+        return kept_classes(classes, exclude, names, self.dataset_name)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set, self.test_set = self.build_datasets()
+            train, val, self.test_set = self.build_datasets()
+            kept = self.kept_classes()
+            self.train_set, self.excluded_train_set = split_classes(train, kept, val.transform)
+            self.val_set = split_classes(val, kept)[0]
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         # The project's shared loader: train shuffle is a function of (seed, epoch), so resumed runs match.

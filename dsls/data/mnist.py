@@ -38,7 +38,8 @@ class MNISTDataModule(ImageDataModule):
     Split: the official 60,000 training images are permuted with ``torch.randperm`` under
     ``Generator().manual_seed(split_seed)``; the first ``val_size`` (5,000) are val, the other 55,000 train
     (each sorted by original index). Test is the official 10,000 ``t10k`` images. No augmentation; images are
-    resized (antialiased) only when ``image_size`` ≠ 28.
+    resized (antialiased) only when ``image_size`` ≠ 28. ``classes`` / ``exclude_classes`` (digits 0..9) select the
+    classes of train and val after the split; test keeps every class (ImageDataModule).
 
     ``download=True`` fetches the files in ``prepare_data`` (only there, so only on one process under DDP).
     With ``download=False`` an existing folder is read; files present only as ``.gz`` are decompressed next to
@@ -53,8 +54,9 @@ class MNISTDataModule(ImageDataModule):
 
     def __init__(self, data_dir: str = "data", image_size: int = 28, batch_size: int = 128, num_workers: int = 4,
                  pin_memory: bool = True, seed: int = 0, split_seed: int = 0, download: bool = True,
-                 val_size: int = 5000):
+                 val_size: int = 5000, classes: list[int] | None = None, exclude_classes: list[int] | None = None):
         super().__init__(data_dir, image_size, batch_size, num_workers, pin_memory, seed, split_seed)
+        self.kept_classes()  # a bad class selection stops here, before anything trains
 
     @property
     def raw_folder(self) -> str:

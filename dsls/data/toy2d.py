@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dsls.data.classes import keep_mask, kept_classes
 from dsls.data.loaders import make_loader
 from dsls.errors import ConfigError
 
@@ -77,7 +78,14 @@ class _Points(Dataset):
 
 
 class Toy2DDataModule(L.LightningDataModule):
-    """grid25 | ring8 | swissroll, ``train_size`` + ``val_size`` points drawn from ``seed``."""
+    """grid25 | ring8 | swissroll: ``train_size`` + ``val_size`` (+ ``test_size``) points drawn from ``seed``.
+
+    The mixtures' modes are their classes (0 .. K−1, in MIXTURES' order), whether or not batches carry them
+    (``labels``). ``classes`` / ``exclude_classes`` (dsls.data.classes) drop the points of other modes from the train
+    and val draws, which then hold fewer points; the test draw keeps every mode, and ``excluded_train_set`` holds the
+    train draw's points of the dropped modes. ``test_size`` 0 (the default): no test split. The three draws use child
+    seeds 0, 1, 2 of ``SeedSequence(seed)``, so adding a test split leaves train and val as they were.
+    """
 
     def __init__(
         self,
@@ -88,6 +96,9 @@ class Toy2DDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         labels: bool = False,
+        test_size: int = 0,
+        classes: list[int] | None = None,
+        exclude_classes: list[int] | None = None,
     ):
         """labels: batches are (x, mode index) instead of x, for the latent classifier (mixtures only)."""
         super().__init__()
@@ -95,13 +106,18 @@ class Toy2DDataModule(L.LightningDataModule):
             raise ValueError(f"unknown toy data set {name!r}; valid names are: {', '.join(NAMES)}")
         if batch_size < 1:
             raise ConfigError(f"--data.batch_size={batch_size} must be >= 1")
+        if test_size < 0:
+            raise ConfigError(f"--data.test_size={test_size} must be >= 0 (0: no test split)")
         if labels and name not in MIXTURES:
             raise ValueError(f"--data.labels=true needs a mixture with modes to label ({', '.join(MIXTURES)}), "
                              f"not {name!r}")
         self.save_hyperparameters()
         self.dataset_name = name  # read by the phases (checkpoint tag, toy metrics lookup)
+        self.kept_classes()  # a bad class selection stops here, before anything trains
         self.train_set: _Points | None = None
         self.val_set: _Points | None = None
+        self.test_set: _Points | None = None
+        self.excluded_train_set: _Points | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -111,20 +127,43 @@ class Toy2DDataModule(L.LightningDataModule):
     def num_classes(self) -> int | None:
         return len(mixture_spec(self.hparams.name)[0]) if self.hparams.labels else None
 
+    def kept_classes(self) -> list[int] | None:
+        """The modes train and val keep, None for all (dsls.data.classes.kept_classes)."""
+        hp = self.hparams
+        if hp.name not in MIXTURES:
+            if hp.classes is not None or hp.exclude_classes is not None:
+                raise ConfigError(f"{hp.name} has no modes to select: --data.classes and --data.exclude_classes need "
+                                  f"a mixture ({', '.join(MIXTURES)})")
+            return None
+        return kept_classes(hp.classes, hp.exclude_classes, range(len(mixture_spec(hp.name)[0])), hp.name)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         hp = self.hparams
-        train_ss, val_ss = np.random.SeedSequence(hp.seed).spawn(2)
-        self.train_set = self._points(hp.train_size, train_ss)
-        self.val_set = self._points(hp.val_size, val_ss)
+        train_ss, val_ss, test_ss = np.random.SeedSequence(hp.seed).spawn(3)
+        kept = self.kept_classes()
+        self.train_set, self.excluded_train_set = self._points(hp.train_size, train_ss, kept)
+        self.val_set = self._points(hp.val_size, val_ss, kept)[0]
+        self.test_set = self._points(hp.test_size, test_ss, None)[0] if hp.test_size else None
 
-    def _points(self, n: int, seed_seq) -> _Points:
-        drawn = sample_toy2d(self.hparams.name, n, np.random.default_rng(seed_seq), with_labels=self.hparams.labels)
-        return _Points(*map(torch.from_numpy, drawn)) if self.hparams.labels else _Points(torch.from_numpy(drawn))
+    def _points(self, n: int, seed_seq, kept: list[int] | None) -> tuple[_Points, _Points | None]:
+        """n points drawn from seed_seq: (those of the kept modes, those of the others or None when all are kept)."""
+        hp = self.hparams
+        if not hp.labels and kept is None:
+            return _Points(torch.from_numpy(sample_toy2d(hp.name, n, np.random.default_rng(seed_seq)))), None
+        x, y = map(torch.from_numpy, sample_toy2d(hp.name, n, np.random.default_rng(seed_seq), with_labels=True))
+        keep = keep_mask(y, kept)
+        parts = [_Points(x[m], y[m] if hp.labels else None) for m in (keep, ~keep)]
+        return parts[0], (None if kept is None else parts[1])
 
     def train_dataloader(self) -> DataLoader:
         return make_loader(self.train_set, self.hparams.batch_size, True, self.hparams.seed, self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.hparams.batch_size, False, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise ConfigError(f"{self.dataset_name} has no test split: set --data.test_size (e.g. 2500)")
+        return make_loader(self.test_set, self.hparams.batch_size, False, num_workers=self.hparams.num_workers)

@@ -18,7 +18,7 @@ from dsls.samplers.ode import FIXED_STEP
 
 SYMBOLS = {"eps0": "ε₀", "steps_per_level": "T", "levels": "L", "corrector_steps": "corrector steps"}
 SHORT_METRICS = {"hq_fraction": "hq", "class_accuracy": "class acc", "mean_confidence": "confidence",
-                 "colour_accuracy": "colour acc"}
+                 "colour_accuracy": "colour acc", "classifier_precision": "precision", "classifier_recall": "recall"}
 
 
 def _fmt(v) -> str:
@@ -59,7 +59,10 @@ def guidance_note(result: dict) -> str:
 
 def cost_line(result: dict) -> str:
     """The σ range, the number of levels when the sampler walks the ladder's own (Langevin; pc without `levels`),
-    and the NFE. pc's `levels` and the ODE's grid are in its settings line, not here."""
+    and the NFE. pc's `levels` and the ODE's grid are in its settings line, not here. A row that was not sampled
+    (the floor: reconstructions of real images) says what it is, its `source`."""
+    if "source" in result:
+        return result["source"]
     settings, nfe, lad = result.get("settings") or {}, result.get("nfe", 0), result.get("ladder")
     if not nfe:  # 'none' never reads the ladder
         return f"prior draw, no search, NFE {nfe}"

@@ -1,6 +1,8 @@
 """Which metrics a data set's samples get, and the real data they are measured against:
 toy → modes / hq_fraction / rev_kl; digits and MNIST (28 px) → classifier-FID; the tinted digits → the digits'
-classifier-FID of their shape and colour_accuracy (dsls.metrics.tinted); other images → torch-fidelity."""
+classifier-FID of their shape and colour_accuracy (dsls.metrics.tinted); other images → torch-fidelity. The
+classifier metrics add k-NN precision and recall in the classifier's feature space (dsls.metrics.prc).
+heldout_images gives the real images a metric compares against: the search reconstructs them for its floor row."""
 from __future__ import annotations
 
 from typing import Optional
@@ -67,6 +69,34 @@ def sample_metrics(x: np.ndarray, dataset_name: Optional[str], options: Optional
         print(f"note: no image metrics for {dataset_name!r}: the checkpoint does not record its data module "
               "(train it through the `dsls` CLI), or pass --model.fidelity=[] to silence this")
     return {}
+
+
+def heldout_images(dataset_name: Optional[str], options: dict, n: int):
+    """Up to n of the real images the data set's metric compares samples against, float (n, C, H, W) in [-1, 1]:
+    digits and MNIST the held-out split (dsls.data.digit_splits), the tinted digits their val split (whose shapes
+    are the digits' held-out split), other images the reference split (options['split']), taken evenly spaced
+    through it. None for data without an image metric (toy, or fidelity = [])."""
+    import torch
+
+    kind = metric_kind(dataset_name, options)
+    data = options.get("datamodule") or {}
+    if kind == "classifier" and dataset_name == "tinted_digits":
+        from dsls.data.digits import TintedDigitsDataModule
+
+        dm = TintedDigitsDataModule()  # the default split, as the metric's own reference (the digits' val split)
+        dm.setup()
+        return dm.val_set.tensors[0][:n].float()
+    if kind == "classifier":
+        from dsls.data.digit_splits import real_images
+
+        return real_images(dataset_name, "heldout", data.get("data_dir", "data"))[0][:n].float()
+    if kind == "fidelity":
+        from dsls.data.loaders import unpack
+
+        reference, _ = reference_dataset(data, options.get("split", "train"))
+        rows = np.linspace(0, len(reference) - 1, min(n, len(reference))).round().astype(int)
+        return torch.stack([unpack(reference[int(i)]) for i in rows]).float()
+    return None
 
 
 def classifier_classes(x, dataset_name: str, data_dir: str = "data") -> np.ndarray:

@@ -5,8 +5,8 @@ separately: every tint has a channel at full strength, so the maximum over R, G,
 ((x+1)/2 · max(tint) = (x+1)/2), and the colour is the per-channel sum of intensity, normalised by its largest
 channel. So the tinted digits get
 
-    the digits' classifier metrics on the shape (classifier_fid against the held-out split's shapes, which are the
-    grey digits' val split; class_kl; mean_confidence), and
+    the digits' classifier metrics on the shape (classifier_fid, classifier_precision and classifier_recall against
+    the held-out split's shapes, which are the grey digits' val split; class_kl; mean_confidence), and
     colour_accuracy: the fraction of samples whose colour (the nearest tint) is the tint of the class their shape
     reads as: 1 for the data, about 0.1 for shape and colour drawn independently.
 """
@@ -40,7 +40,8 @@ def digit_classes(x, data_dir: str = "data", cache_dir: str | None = None) -> np
 
 
 def tinted_metrics(x, data_dir: str = "data", cache_dir: str | None = None) -> dict:
-    """The digits' classifier metrics of the shapes, and colour_accuracy (see the module docstring)."""
+    """The digits' classifier metrics of the shapes (classifier-FID, precision and recall, the mode metrics), and
+    colour_accuracy (see the module docstring)."""
     from dsls.metrics.classifier import classifier_metrics
 
     out = classifier_metrics(shape_of(x), "digits", data_dir=data_dir, cache_dir=cache_dir)

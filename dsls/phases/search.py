@@ -28,6 +28,9 @@ from dsls.tasks import Conditions
 from dsls.tasks.generate import GuidedGeneration
 
 
+FLOOR = "floor"  # the floor row's name: samples-floor.npz, results.json["floor"]
+
+
 class LatentSearchModule(L.LightningModule):
     phase = "search"
 
@@ -50,6 +53,7 @@ class LatentSearchModule(L.LightningModule):
         classifier_ckpt: Optional[str] = None,
         labels: Optional[Union[int, Literal["balanced"]]] = None,
         guidance_scale: float = GUIDANCE_SCALE,
+        dg_scale: Optional[float] = None,
     ):
         """ckpt: a phase-2 checkpoint (latent search), or a pixel_ncsn one (the pixel-space baseline, whose results are
         keyed pixel_<sampler>). samplers: the samplers to run, each with its settings, e.g. {none: {}, langevin:
@@ -65,7 +69,11 @@ class LatentSearchModule(L.LightningModule):
         Class guidance: classifier_ckpt (a latent_classifier checkpoint on the same autoencoder), labels (one class
         for every sample, or 'balanced': sample i gets class i mod K) and guidance_scale w add w · log C(y | z, σ) to
         the score; samples-<sampler>.npz then holds the requested labels `y`, and results add class_accuracy (by the
-        data set's metric classifier, not the guiding one)."""
+        data set's metric classifier, not the guiding one).
+
+        dg_scale: the weight w of discriminator guidance, for a phase-2 checkpoint whose D was trained against a
+        latent score model's samples (None: dsls.priors.DG_SCALE); ckpt may also be a latent_score checkpoint (its
+        score network, sampled as D's score is)."""
         super().__init__()
         hp = init_args(locals())
         # the settings first, before any checkpoint is read: the pipeline checks them before phase 1 trains
@@ -77,7 +85,7 @@ class LatentSearchModule(L.LightningModule):
             raise TaskError("--model.classifier_ckpt guides only with labels: add --model.labels=balanced "
                             "(sample i gets class i mod K) or --model.labels=<class>")
         self.save_hyperparameters({**hp, "samplers": {n: s.settings() for n, s in chosen.items()}})  # plain data
-        self.model: SamplingModel = sampling_model(ckpt)  # a dsls.model.LatentModel, or the pixel-space baseline
+        self.model: SamplingModel = sampling_model(ckpt, dg_scale=dg_scale)  # a LatentModel, or the pixel baseline
         pixel = self.model.phase == "pixel_ncsn"
         # 'none' on a pixel model would just be Gaussian noise images: not a baseline worth scoring
         self.samplers = {n: s for n, s in chosen.items() if not (pixel and n == "none")}
@@ -117,6 +125,7 @@ class LatentSearchModule(L.LightningModule):
         """A search never overwrites another's samples: results.json would mix two searches' seeds and counts."""
         out_dir = self.hparams.out_dir or self.trainer.default_root_dir
         names = ["search.ckpt", *(f"samples-{self.key_prefix}{n}.npz" for n in self.samplers)]
+        names += [f"samples-{FLOOR}.npz"] if self._writes_floor() else []
         there = [n for n in names if os.path.isfile(os.path.join(out_dir, n))]
         if there:
             raise TaskError(f"{out_dir} already holds {', '.join(there)} from an earlier search: pass another "
@@ -196,20 +205,52 @@ class LatentSearchModule(L.LightningModule):
             return
         for key, arr in arrays.items():  # the samples are on disk before any metric can fail
             save_samples(out_dir, key, arr)
+        floor = self._floor()  # the reconstructions of held-out images; None for toy and the pixel baseline
+        if floor is not None:
+            save_samples(out_dir, FLOOR, floor)
         save_search_ckpt(out_dir, self.dataset_name, dict(hp))
+        shown = dict(results)  # self.results: the samplers only; results.json, the table and figures add the floor
         try:
             for key, arr in arrays.items():  # gathered once above; rank 0 alone scores them
                 results[key].update(sample_metrics(arr["x"], self.dataset_name, self._metric_options()))
                 if "y" in arr:  # 'none' ignores the score: its accuracy is the unguided (chance) level
                     results[key].update(self.guidance.summary(arr["x"], arr["y"], self.dataset_name,
                                                               self._metric_options(), guided=key != "none"))
+            if floor is not None:
+                shown[FLOOR] = {"source": f"G(E(x)) of {len(floor['x'])} held-out real images",
+                                **sample_metrics(floor["x"], self.dataset_name, self._metric_options())}
         finally:
-            merge_results(os.path.join(out_dir, "results.json"), results)
-        log_search_metrics(self.logger, results)  # any logger: search/<sampler>/<metric> (the sweeps' target)
-        images = save_search_figures(out_dir, self.model, arrays, trajs, results, self.dataset_name,
+            merge_results(os.path.join(out_dir, "results.json"), shown)
+        log_search_metrics(self.logger, shown)  # any logger: search/<sampler>/<metric> (the sweeps' target)
+        drawn = {**arrays, FLOOR: floor} if floor is not None else arrays
+        images = save_search_figures(out_dir, self.model, drawn, trajs, shown, self.dataset_name,
                                      self.ladder.sigma_min)
-        log_search_media(self.logger, results, images)  # W&B: a results table and the images with their settings
-        self.print(format_table(results))
+        log_search_media(self.logger, shown, images)  # W&B: a results table and the images with their settings
+        self.print(format_table(shown))
+
+    def _writes_floor(self) -> bool:
+        """Whether this search scores the floor row: a latent model (not the pixel baseline) on an image data set
+        with a metric (classifier or fidelity)."""
+        from dsls.metrics.samples import metric_kind
+
+        return self.key_prefix == "" and metric_kind(self.dataset_name, self._metric_options()) in ("classifier",
+                                                                                                    "fidelity")
+
+    @torch.no_grad()
+    def _floor(self) -> Optional[dict]:
+        """The floor of any search in this latent space: {"x": the autoencoder's reconstructions G(E(x)), "real": x}
+        of up to num_samples of the real images the metric compares against (dsls.metrics.samples.heldout_images);
+        None where there is no floor row (_writes_floor)."""
+        from dsls.metrics.samples import heldout_images
+
+        if not self._writes_floor():
+            return None
+        real = heldout_images(self.dataset_name, self._metric_options(), self.hparams.num_samples)
+        if real is None:
+            return None
+        x = torch.cat([self.model.decode(self.model.encode(b)).float().cpu() for b in
+                       real.split(self.hparams.batch_size)])
+        return {"x": x.numpy(), "real": real.numpy()}
 
     def _metric_options(self) -> dict:
         from dsls.metrics.samples import metric_options

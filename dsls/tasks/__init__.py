@@ -1,5 +1,5 @@
 """What a trained model is used for, each task one file: generate (± class guidance), inverse (inpaint, colorize),
-interpolate, likelihood; evaluate.py rebuilds a checkpoint's search and dispatches them."""
+interpolate, likelihood, anomaly; evaluate.py rebuilds a checkpoint's search and dispatches them."""
 
 from dsls.errors import TaskError  # noqa: F401  (defined there; importable here)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from dsls.errors import TaskError
+from dsls.tasks.anomaly import anomaly_report, anomaly_task
 from dsls.tasks.evaluate import evaluate
 from dsls.tasks.interpolate import run_interpolation
 from dsls.tasks.inverse import format_inverse, run_inverse
@@ -124,3 +125,13 @@ def interpolate(ckpt, out_dir, overrides, *, num=None, steps=None, sigma_top=Non
     entry = run_interpolation(model, hp["out_dir"], ladder=ladder, **_given(pairs=num, steps=steps,
                                                                           sigma_top=sigma_top))
     return {"out_dir": hp["out_dir"], "entry": entry}
+
+
+@register("anomaly", anomaly_report)
+def anomaly(ckpt, out_dir, overrides, *, num=None, anomaly_classes=None, ood_data=None, scores=None,
+            default_score=None) -> dict:
+    """Score test images as normal or anomalous (dsls.tasks.anomaly): the run's held-out classes, anomaly_classes,
+    or another data set's test images (ood_data); AUROC and AUPRC per score, anomaly.npz/json/png."""
+    return anomaly_task(ckpt, out_dir, overrides, **_given(num=num, anomaly_classes=anomaly_classes,
+                                                           ood_data=ood_data, scores=scores,
+                                                           default_score=default_score))
