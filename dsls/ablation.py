@@ -40,6 +40,7 @@ METRIC_COLUMNS = ["modes", "hq_fraction", "rev_kl",  # toy
                   "fid", "precision", "recall", "is_mean", "kid_mean"]  # Inception metrics (GPU data sets)
 COST_COLUMNS = ["train_steps_x_batch", "train_seconds", "parameters", "nfe", "seconds_per_sample"]
 HEADLINE = [("hq_fraction", max), ("classifier_fid", min), ("fid", min)]  # the metric a sentence compares rows by
+SAME = 0.01  # two rows' headline metrics within 1 % (relative) are "about the same" in the sentences
 PUBLIC = ("num_levels", "num_samples", "batch_size", "seed", "dg_scale")  # what a row's settings show
 
 
@@ -259,6 +260,13 @@ def headline(rows: list[dict]):
     return next(((m, best) for m, best in HEADLINE if any(m in r for r in rows)), (None, None))
 
 
+def compare(a: float, b: float, best) -> str:
+    """'better', 'worse' or 'about the same' (within SAME, relative) for a against b, `best` being max or min."""
+    if abs(a - b) <= SAME * max(abs(a), abs(b)):
+        return "about the same"
+    return "better" if best(a, b) == a else "worse"
+
+
 def verdicts(rows: list[dict]) -> list[str]:
     """Plain sentences: is DS-LS's best row at least as good as the latent DSM score's, and did discriminator guidance
     (w = 1) help its own s_θ with each sampler."""
@@ -271,8 +279,8 @@ def verdicts(rows: list[dict]) -> list[str]:
     dsls, score = pick("DS-LS,"), pick("latent DSM score,")
     out = []
     if dsls and score:
-        word = "better than" if best(dsls[metric], score[metric]) == dsls[metric] and dsls[metric] != score[
-            metric] else ("as good as" if dsls[metric] == score[metric] else "WORSE than")
+        word = {"better": "better than", "worse": "WORSE than", "about the same": "about the same as"}[
+            compare(dsls[metric], score[metric], best)]
         out.append(f"- DS-LS's best row ({dsls['row']}, {metric} {dsls[metric]:.4g}) is {word} the latent DSM "
                    f"score's best ({score['row']}, {score[metric]:.4g}) at the same second-stage budget.")
     by = {r["row"]: r for r in scored}
@@ -282,9 +290,10 @@ def verdicts(rows: list[dict]) -> list[str]:
         sampler = title.split(", ", 1)[1]
         g = by.get(f"discriminator guidance w=1, {sampler}")
         if g:
-            helped = best(g[metric], r[metric]) == g[metric] and g[metric] != r[metric]
-            out.append(f"- discriminator guidance (w = 1) {'helped' if helped else 'did not help'} its s_θ with "
-                       f"{sampler}: {metric} {r[metric]:.4g} -> {g[metric]:.4g}.")
+            word = {"better": "helped", "worse": "hurt", "about the same": "changed little for"}[
+                compare(g[metric], r[metric], best)]
+            out.append(f"- discriminator guidance (w = 1) {word} its s_θ with {sampler}: {metric} {r[metric]:.4g} -> "
+                       f"{g[metric]:.4g}.")
     return out
 
 

@@ -217,7 +217,7 @@ def mixture_log_density(params: dict, v: np.ndarray) -> np.ndarray:
 class AnomalyFit:
     """What fit_anomaly learned from normal images, as plain data (anomaly.json):
     typicality  the σ's of the logit vector and the Gaussian mixture of its standardised values (None: no logit);
-    combined    its parts, and each part's center and scale on normal images (of the log for recon and consistency);
+    combined    its parts, and each part's center and scale on normal images (of the log for recon, recon_complexity and consistency);
     logit_sigma the σ of the combination's logit part (σ_min); n_normal: how many normal images it saw."""
 
     typicality: Optional[dict]
@@ -267,7 +267,8 @@ def fit_anomaly(model, normal_x, parts: Sequence[str] = COMBINED_PARTS, batch_si
                           f"{', '.join(PARTS)}")
     normal_x = torch.as_tensor(normal_x, dtype=torch.float32)
     if len(normal_x) < 4 * FOLDS:
-        raise ConfigError(f"fit_anomaly needs at least {4 * FOLDS} normal images, got {len(normal_x)}")
+        raise ConfigError(f"fit_anomaly needs at least {4 * FOLDS} normal images, got {len(normal_x)}: raise "
+                          "--data.val_fraction, or add images of the normal classes")
     scorer, logit_sigma = Scorer(normal_x, batch_size, "anomaly fit:"), float(model.ladder.sigma_min)
     missing = unavailable(model, normal_x)
     parts, typicality = _drop_unavailable(list(parts), missing, True, "the combination") or ["recon"], None

@@ -24,8 +24,8 @@ GRID = {  # each sampler's settings tried, over its defaults (dsls/samplers)
     "ode": [{"method": "heun2", "steps": s} for s in (10, 18, 35)],
 }
 RECALL_SLACK = 0.05  # a default may lose this much recall against the floor, no more
-RULE = ("the lowest classifier-FID (FID) with recall >= the floor's recall - 0.05; where no setting reaches that "
-        "recall, the highest recall (ties: the lower FID); toy data: the lowest rev_kl")
+RULE = (f"the lowest classifier-FID (FID) with recall >= the floor's recall - {RECALL_SLACK}; where no setting reaches "
+        "that recall, the highest recall (ties: the lower FID); toy data: the lowest rev_kl")
 MODELS = {  # the peer-table run's checkpoints that get tuned: (title, phase folder)
     "DS-LS": "adversarial", "latent DSM score": "latent_score", "NCP-VAE D": "peers/ncp/adversarial",
     "discriminator guidance w=1": "peers/dg/adversarial"}
@@ -103,9 +103,11 @@ def _trained_levels(run_dir: str) -> int:
 
     from dsls.checkpoints import done_checkpoint
 
+    from dsls.noise import LATENT_LADDER
+
     ckpt = done_checkpoint(run_dir, "adversarial")
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["num_levels"]) if ckpt \
-        else 10
+        else LATENT_LADDER.num_levels
 
 
 def format_tuning(rows: list[dict], floor: Optional[dict], chosen: list[dict], dataset: str) -> str:

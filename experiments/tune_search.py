@@ -17,12 +17,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-dir", required=True)
     p.add_argument("--run-dir", required=True, help="a run folder experiments/ablate.py trained")
+    p.add_argument("--models", nargs="+", default=None, help="tune only these (default: every model the run has)")
     args, overrides = p.parse_known_args()
     from dsls.cli import one_line_errors
-    from dsls.tuning import tune
+    from dsls.tuning import MODELS, tune
 
     with one_line_errors():  # DSLS_DEBUG=1: the traceback instead
-        out = tune(args.config_dir, args.run_dir, overrides)
+        unknown = sorted(set(args.models or ()) - set(MODELS))
+        if unknown:
+            p.error(f"--models {' '.join(unknown)}: the models are {', '.join(repr(m) for m in MODELS)}")
+        models = {m: MODELS[m] for m in args.models} if args.models else MODELS
+        out = tune(args.config_dir, args.run_dir, overrides, models=models)
     print("\n" + out["table"])
     print(f"\nwrote {out['out_dir']}/tuning.md and tuning.json")
 

@@ -107,3 +107,14 @@ def test_tuning_rule_keeps_recall():
     tie = rows + [{"classifier_fid": 25.0, "classifier_recall": 0.9}]
     assert pick(tie, floor_recall=0.99) is tie[3]  # of equal recall, the lower FID
     assert pick([{"rev_kl": 0.3}, {"rev_kl": 0.1}], None) == {"rev_kl": 0.1}  # toy data
+
+
+def test_the_sentences_do_not_call_noise_a_win():
+    from dsls.ablation import compare, verdicts
+
+    assert compare(48.34, 48.38, min) == "about the same" and compare(37.5, 48.8, min) == "better"
+    assert compare(0.90, 0.99, max) == "worse"
+    rows = [{"row": "DS-LS, pc", "classifier_fid": 37.8}, {"row": "latent DSM score, pc", "classifier_fid": 48.8},
+            {"row": "discriminator guidance w=1, pc", "classifier_fid": 48.7}]
+    said = "\n".join(verdicts(rows))
+    assert "better than the latent DSM score's best" in said and "changed little for its s_θ with pc" in said

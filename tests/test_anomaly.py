@@ -240,3 +240,18 @@ def test_input_complexity_is_the_png_size_and_ranks_noise_above_a_blank_image(he
     model, _ = _datamodule(heldout_run["adv"])
     np.testing.assert_allclose(model.anomaly_score(x[:20], "recon_complexity").numpy(),
                                (recon_error(model, x[:20]).double() / input_complexity(x[:20])).numpy())
+
+
+def test_the_default_score_falls_back_to_one_that_is_computed_and_nan_ranks_first():
+    import numpy as np
+
+    from dsls.errors import ConfigError
+    from dsls.tasks.anomaly import DEFAULT_SCORE, headline_score, metrics
+
+    assert headline_score(None, [DEFAULT_SCORE, "recon"], {}) == DEFAULT_SCORE
+    assert headline_score(None, ["recon", "consistency"], {}) == "recon"  # --scores without the default
+    assert headline_score(None, ["consistency"], {}) == "consistency"
+    with pytest.raises(ConfigError, match="pass one of consistency"):
+        headline_score("recon", ["consistency"], {})
+    got = metrics(np.array([1, 0, 0]), {"a": np.array([np.nan, 1.0, 0.0])}, {"a": 0.1})
+    assert got["a"]["auroc"] == 1.0  # NaN counts as the most anomalous, not as an error

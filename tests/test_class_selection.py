@@ -209,3 +209,18 @@ def test_a_pipeline_run_records_the_excluded_classes(tmp_path):
         ckpt = torch.load(run / phase / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         assert ckpt["datamodule_hyper_parameters"]["exclude_classes"] == [9], phase
     assert dsls.load(str(run)).datamodule_hparams["exclude_classes"] == [9]
+
+
+def test_a_phase_on_other_examples_than_phase_1_warns(toy_ae_ckpt):
+    """Phase 2 (and the peers) read phase 1's data settings from its checkpoint: another class selection warns."""
+    from dsls.phases.adversarial import AdversarialModule
+
+    model = AdversarialModule(autoencoder_ckpt=toy_ae_ckpt, d_hidden=8, d_depth=1)
+    assert model._phase_1_data is not None and model._phase_1_data.get("exclude_classes") is None
+    with pytest.warns(UserWarning, match=r"--data.exclude_classes=\[9\] \(phase 1: None\)"):
+        model._warn_other_data({**model._phase_1_data, "exclude_classes": [9]})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_other_data(dict(model._phase_1_data))  # the same data: silent

@@ -221,8 +221,14 @@ def test_phase2_writes_sigma_accuracy(tiny_trainer, toy_ae_ckpt, tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)  # its own noise: the training stream is untouched
     assert again[1] == rec["acc_q"] and again[2] == rec["acc_p"]  # and seeded: the same numbers
     model.discriminator.forward = lambda z, s: torch.ones(len(z))  # D says 'data' everywhere
-    _, acc_q, acc_p, _ = sigma_accuracy(model, loader, max_codes=100)
-    assert acc_q == [1.0] * 6 and acc_p == [0.0] * 6
+    _, acc_q, acc_p, _, fakes = sigma_accuracy(model, loader, max_codes=100)
+    assert acc_q == [1.0] * 6 and acc_p == [0.0] * 6 and fakes.startswith("prior")
+    # discriminator guidance's D_g is scored against what it learns from: its samples of s_θ, not prior draws
+    model.fake_score_net, model.fakes = torch.nn.Identity(), torch.full((50, 2), 1e3)
+    model.discriminator.forward = lambda z, s: (z.norm(dim=1) < 100).float() * 2 - 1  # 'fake' only far out
+    _, _, acc_p, _, fakes = sigma_accuracy(model, loader, max_codes=100)
+    assert acc_p == [1.0] * 6 and fakes.startswith("samples of s_θ")
+    assert rec["fakes"].startswith("prior")
 
 
 def kept_figures(monkeypatch) -> list:

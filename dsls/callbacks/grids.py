@@ -102,22 +102,23 @@ class SampleFigures(L.Callback):
         _log_image(trainer, "reconstruction/pairs", path)
 
     def _save_sigma_accuracy(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        sigmas, acc_q, acc_p, n = sigma_accuracy(pl_module, trainer.datamodule.val_dataloader(), self.accuracy_codes,
-                                                 self.seed)
+        sigmas, acc_q, acc_p, n, fakes = sigma_accuracy(pl_module, trainer.datamodule.val_dataloader(),
+                                                        self.accuracy_codes, self.seed)
         path = self._phase_file(trainer, "sigma_accuracy.png")
         with open(os.path.splitext(path)[0] + ".json", "w") as f:
-            json.dump({"step": trainer.global_step, "num_codes": n, "sigmas": sigmas, "acc_q": acc_q, "acc_p": acc_p},
-                      f, indent=2)
+            json.dump({"step": trainer.global_step, "num_codes": n, "sigmas": sigmas, "acc_q": acc_q, "acc_p": acc_p,
+                       "fakes": fakes}, f, indent=2)
         save_sigma_accuracy(path, sigmas, acc_q, acc_p, f"accuracy of D per σ level, step {trainer.global_step} "
-                                                        f"({n} validation codes)")
+                                                        f"({n} validation codes)", fakes)
         _log_image(trainer, "adversarial/sigma_accuracy", path)
 
 
 @torch.no_grad()
 def sigma_accuracy(pl_module, loader, max_codes: int = 2048, seed: int = 0):
-    """(σ's of the ladder, accuracy on q, accuracy on p, number of codes) as plain lists: q = codes E(x) + σε of the
-    loader's first max_codes examples (D right when logit > 0), p = N(0, (1 + σ²)I) draws (right when < 0). The noise
-    comes from its own generator: the training RNG stream is left alone."""
+    """(σ's of the ladder, accuracy on q, accuracy on the fakes, number of codes, what the fakes are) as plain data:
+    q = codes E(x) + σε of the loader's first max_codes examples (D right when logit > 0); the fakes (D right when
+    < 0) are what D learns against: N(0, (1 + σ²)I) prior draws, or, for discriminator guidance, its samples of s_θ
+    plus σε. The noise comes from its own generator: the training RNG stream is left alone."""
     codes = []
     for batch in loader:
         codes.append(pl_module.autoencoder.encode(unpack(batch).to(pl_module.device), sample=False).float())
@@ -125,14 +126,21 @@ def sigma_accuracy(pl_module, loader, max_codes: int = 2048, seed: int = 0):
             break
     z = torch.cat(codes)[:max_codes]
     gen = torch.Generator().manual_seed(seed)
+    fakes = getattr(pl_module, "fakes", None) if getattr(pl_module, "fake_score_net", None) is not None else None
+    if fakes is not None:
+        rows = torch.randint(len(fakes), (len(z),), generator=gen)
+        base, what = fakes[rows].to(z.device, z.dtype), "samples of s_θ + σε"
+    else:
+        base, what = None, "prior N(0, (1+σ²)I)"
     sigmas = pl_module.ladder.sigmas.tolist()
     acc_q, acc_p = [], []
     for sigma in sigmas:
         s = torch.full((len(z),), sigma, device=z.device)
         eq, ep = (torch.randn(z.shape, generator=gen).to(z.device) for _ in range(2))
+        fake = ep * math.sqrt(1 + sigma**2) if base is None else base + sigma * ep
         acc_q.append(float((pl_module.discriminator(z + sigma * eq, s) > 0).float().mean()))
-        acc_p.append(float((pl_module.discriminator(ep * math.sqrt(1 + sigma**2), s) < 0).float().mean()))
-    return sigmas, acc_q, acc_p, int(len(z))
+        acc_p.append(float((pl_module.discriminator(fake, s) < 0).float().mean()))
+    return sigmas, acc_q, acc_p, int(len(z)), what
 
 
 def _log_image(trainer: L.Trainer, key: str, path: str) -> None:

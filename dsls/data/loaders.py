@@ -112,7 +112,8 @@ def make_loader(ds: Dataset, batch_size: int, train: bool, seed: int = 0, num_wo
             from dsls.errors import ConfigError
 
             raise ConfigError(f"the training set ({len(ds)} examples) is smaller than --data.batch_size={batch_size}: "
-                              "no training step would run; lower the batch size (or raise --data.train_size)")
+                              "no training step would run; lower the batch size, or give it more examples (a larger "
+                              "--data.train_size where the data set has one; more images; lower val/test fractions)")
         return ResumableLoader(ds, sampler=EpochShuffleSampler(len(ds), seed), drop_last=True, **kwargs)
     return DataLoader(ds, **kwargs)
 

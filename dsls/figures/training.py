@@ -14,11 +14,12 @@ TOY_PAIRS = 60  # data → reconstruction segments drawn on the toy: more would 
 
 
 def save_sigma_accuracy(path: str, sigmas: Sequence[float], acc_q: Sequence[float], acc_p: Sequence[float],
-                        title: str) -> str:
-    """D's accuracy per σ level on codes (q) and prior draws (p), log σ axis; 0.5 is chance."""
+                        title: str, fakes: str = "prior N(0, (1+σ²)I)") -> str:
+    """D's accuracy per σ level on codes (q) and on what D learns against (p: prior draws, or discriminator
+    guidance's samples of s_θ, as `fakes` says), log σ axis; 0.5 is chance."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
     ax.semilogx(sigmas, acc_q, "o-", label="q: codes E(x) + σε (D > 0)")
-    ax.semilogx(sigmas, acc_p, "s-", label="p: prior N(0, (1+σ²)I) (D < 0)")
+    ax.semilogx(sigmas, acc_p, "s-", label=f"p: {fakes} (D < 0)")
     ax.semilogx(sigmas, (np.asarray(acc_q) + np.asarray(acc_p)) / 2, "--", c="0.4", label="mean")
     ax.axhline(0.5, c="0.6", lw=0.8, ls=":")
     ax.set_ylim(0, 1.02)

@@ -25,7 +25,7 @@ from dsls.errors import ConfigError, PhaseCheckpointError
 from dsls.losses import dsm, ratio_bce
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import LATENT_LADDER, SigmaLadder
-from dsls.phases.base import LatentPhase, init_args
+from dsls.phases.base import LATENT_NET, LatentPhase, init_args
 from dsls.phases.fakes import check_same_autoencoder, fake_score_net, read_fake_checkpoint, timed_fakes
 from dsls.phases.joint import JointGame
 from dsls.phases.schedules import cosine
@@ -70,12 +70,12 @@ class AdversarialModule(LatentPhase):
         sigma_min: float = LATENT_LADDER.sigma_min,
         num_levels: int = LATENT_LADDER.num_levels,
         sigma_sampling: str = LATENT_LADDER.sigma_sampling,
-        d_hidden: int = 256,
-        d_depth: int = 3,
-        d_embed_dim: int = 64,
+        d_hidden: int = LATENT_NET.hidden,
+        d_depth: int = LATENT_NET.depth,
+        d_embed_dim: int = LATENT_NET.embed_dim,
         spectral_norm: bool = False,
         input_scaling: bool = True,
-        lr_d: float = 2e-3,
+        lr_d: float = LATENT_NET.lr,
         lr_ae: float = 1e-4,
         adv_weight: float = 0.1,
         score_matching_weight: float = 1.0,
@@ -213,14 +213,6 @@ class AdversarialModule(LatentPhase):
             self.log_train(metrics)
         return loss
 
-    def log_train(self, metrics: dict) -> None:
-        """Training metrics on the logger's steps (and the first and last) only: a self.log call costs about as much as
-        a small D step."""
-        t, step = self.trainer, self.global_step + 1  # the step being taken
-        every = t.log_every_n_steps
-        if t.fast_dev_run or step == 1 or step >= self.total_steps or (every and step % every == 0):
-            self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=False)
-
     def training_step(self, batch, batch_idx):
         """Post hoc: one D step on the codes of this batch (served cached, or encoded here). Joint mode: the game's
         step (dsls.phases.joint)."""
@@ -266,7 +258,7 @@ class AdversarialModule(LatentPhase):
                                   sync_dist=True)
 
     def discriminator_group(self) -> dict:
-        return {"params": self.discriminator.parameters(), "lr": self.hparams.lr_d, "betas": (0.9, 0.99)}
+        return {"params": self.discriminator.parameters(), "lr": self.hparams.lr_d, "betas": LATENT_NET.betas}
 
     def configure_optimizers(self):
         """One Adam: post hoc, D's parameter group on a cosine over the fit; joint mode adds E, G's group and restarts

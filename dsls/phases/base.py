@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import lightning as L
@@ -15,6 +16,22 @@ from dsls.data.loaders import make_loader, unpack
 from dsls.errors import CheckpointPending, ConfigError, PhaseCheckpointError  # noqa: F401  (defined there; importable here)
 from dsls.noise import SigmaLadder
 from dsls.phases.schedules import cosine, warmup_cosine  # noqa: F401  (importable here, as before)
+
+@dataclass(frozen=True)
+class LatentNetSettings:
+    """The size and optimizer of the nets that read noised codes: D (d_*), the latent score network (s_*) and the
+    latent classifier (c_*), each default once, so that a peer has D's size and learning rate unless a config says
+    otherwise."""
+
+    hidden: int = 256
+    depth: int = 3
+    embed_dim: int = 64
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+
+
+LATENT_NET = LatentNetSettings()
+
 
 def init_args(frame_locals: dict) -> dict:
     """An __init__'s arguments, for save_hyperparameters(dict). Explicit, because LightningCLI's recorded args
@@ -126,6 +143,7 @@ class LatentPhase(PhaseModule):
             autoencoder = dict(hp["autoencoder"] if ckpt["dsls_phase"] == "adversarial" else hp,
                                dataset_name=ckpt.get("dsls_dataset"))
             state = {k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")}
+            self._phase_1_data = ckpt.get("datamodule_hyper_parameters")  # what its codes were trained on (setup)
             if ckpt["dsls_phase"] == "adversarial" and sigma_max is None:
                 sigma_max = float(ckpt["state_dict"]["sigma_max"])
         self.dataset_name = autoencoder.get("dataset_name")
@@ -140,6 +158,21 @@ class LatentPhase(PhaseModule):
     @property
     def autoencoder_frozen(self) -> bool:
         return True
+
+    _phase_1_data: Optional[dict] = None
+    SAME_DATA = ("name", "classes", "exclude_classes", "val_fraction", "test_fraction", "split_seed")  # which examples
+
+    def _warn_other_data(self, data: Optional[dict]) -> None:
+        """A warning when this phase's data module selects other examples than the autoencoder's did (another class
+        selection or split): the codes, σ_max and D's ladder would then not be those of the autoencoder's run."""
+        before = self._phase_1_data or {}
+        differ = [k for k in self.SAME_DATA if data is not None and k in before and k in data and before[k] != data[k]]
+        if differ:
+            import warnings
+
+            warnings.warn("this phase's data differ from the autoencoder's run in " + ", ".join(
+                f"--data.{k}={data[k]!r} (phase 1: {before[k]!r})" for k in differ) + ": pass phase 1's data "
+                "settings (the pipeline does) unless this is meant", stacklevel=2)
 
     @property
     def ladder(self) -> SigmaLadder:
@@ -165,6 +198,7 @@ class LatentPhase(PhaseModule):
         if shape is not None and tuple(shape) != tuple(self.autoencoder.data_shape):
             raise ConfigError(f"the data is {list(shape)} but the autoencoder was trained on "
                               f"{list(self.autoencoder.data_shape)}: use the phase-1 data settings (--data.*)")
+        self._warn_other_data(getattr(dm, "hparams", None))
         if stage == "fit" and dm is not None:
             # Lightning asks a fit's data module for the train loader, never its LightningModule (2.6: data_connector's
             # attach_datamodule): point the fit loop at train_dataloader below, which serves the data module's batches
@@ -245,6 +279,14 @@ class LatentPhase(PhaseModule):
         """Once before training, with up to 2048 training codes: the net's input scaling reads their variance."""
         var = self.trainer.strategy.reduce(codes.var(0).mean(), reduce_op="mean")
         self.latent_net.code_var.fill_(float(var))
+
+    def log_train(self, metrics: dict) -> None:
+        """Training metrics on the logger's steps (and the first and last) only: a self.log call costs about as much as
+        a small D step."""
+        t, step = self.trainer, self.global_step + 1  # the step being taken
+        every = t.log_every_n_steps
+        if t.fast_dev_run or step == 1 or step >= self.total_steps or (every and step % every == 0):
+            self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=False)
 
     def noisy(self, z: torch.Tensor):
         """(z + σε, σ, ε) with σ drawn per row from the ladder by the phase's sigma_sampling."""

@@ -14,7 +14,7 @@ from dsls.checkpoints import load_phase_checkpoint
 from dsls.losses import noisy_cross_entropy
 from dsls.nets import NoiseConditionalDiscriminator
 from dsls.noise import LATENT_LADDER
-from dsls.phases.base import LatentPhase, frozen_from_checkpoint, init_args
+from dsls.phases.base import LATENT_NET, LatentPhase, frozen_from_checkpoint, init_args
 from dsls.phases.schedules import warmup_cosine
 
 
@@ -30,10 +30,10 @@ class LatentClassifierModule(LatentPhase):
         sigma_min: float = LATENT_LADDER.sigma_min,
         num_levels: int = LATENT_LADDER.num_levels,
         sigma_sampling: str = LATENT_LADDER.sigma_sampling,
-        c_hidden: int = 256,
-        c_depth: int = 3,
-        c_embed_dim: int = 64,
-        c_lr: float = 2e-3,
+        c_hidden: int = LATENT_NET.hidden,
+        c_depth: int = LATENT_NET.depth,
+        c_embed_dim: int = LATENT_NET.embed_dim,
+        c_lr: float = LATENT_NET.lr,
         c_weight_decay: float = 1e-4,
         autoencoder: Optional[dict] = None,
     ):

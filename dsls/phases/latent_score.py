@@ -18,7 +18,7 @@ from dsls.errors import ConfigError
 from dsls.losses import dsm
 from dsls.nets.score_nets import ScoreMLP
 from dsls.noise import LATENT_LADDER
-from dsls.phases.base import LatentPhase, init_args
+from dsls.phases.base import LATENT_NET, LatentPhase, init_args
 from dsls.phases.schedules import cosine
 from dsls.score import Score
 
@@ -45,10 +45,10 @@ class LatentScoreModule(LatentPhase):
         sigma_min: float = LATENT_LADDER.sigma_min,
         num_levels: int = LATENT_LADDER.num_levels,
         sigma_sampling: str = LATENT_LADDER.sigma_sampling,
-        s_hidden: int = 256,
-        s_depth: int = 3,
-        s_embed_dim: int = 64,
-        lr_s: float = 2e-3,
+        s_hidden: int = LATENT_NET.hidden,
+        s_depth: int = LATENT_NET.depth,
+        s_embed_dim: int = LATENT_NET.embed_dim,
+        lr_s: float = LATENT_NET.lr,
         ema_decay: float = 0.999,
         cache_codes: bool = True,
         autoencoder: Optional[dict] = None,
@@ -112,20 +112,13 @@ class LatentScoreModule(LatentPhase):
             with torch.no_grad():
                 z = self.autoencoder.encode(x)
         loss = self.dsm_loss(z, self.score_net)
+        self.log_train({"train/dsm": loss})  # before the step, as D's loop logs
         opt, sched = self.optimizers(), self.lr_schedulers()
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
         sched.step()
         self.ema.update_parameters(self.score_net)
-        self.log_train({"train/dsm": loss})
-
-    def log_train(self, metrics: dict) -> None:
-        """On the logger's steps (and the first and last) only: a self.log call costs about as much as a small step."""
-        t, step = self.trainer, self.global_step  # the optimizer has stepped: global_step counts this batch
-        every = t.log_every_n_steps
-        if t.fast_dev_run or step == 1 or step >= self.total_steps or (every and step % every == 0):
-            self.log_dict(metrics, prog_bar=True, on_step=True, on_epoch=False)
 
     def validation_step(self, batch, batch_idx):
         """DSM of the EMA weights on validation codes, over the σ sampling and at each ladder level."""
@@ -139,5 +132,5 @@ class LatentScoreModule(LatentPhase):
 
     def configure_optimizers(self):
         """One Adam (D's betas) on a cosine over the fit, read lazily: total_steps is known at the start of fit."""
-        opt = torch.optim.Adam(self.score_net.parameters(), lr=self.hparams.lr_s, betas=(0.9, 0.99))
+        opt = torch.optim.Adam(self.score_net.parameters(), lr=self.hparams.lr_s, betas=LATENT_NET.betas)
         return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine(step, 0, self.total_steps))]

@@ -7,8 +7,8 @@ Two protocols:
              the test split (about a third are anomalies on MNIST). anomaly_classes: the run's excluded classes unless
              given (a class the model trained on can be named too: its test-split images only, and a note says so).
     ood      one data set against another: the run's test images (of the classes it trained on) are normal, the test
-             images of the data set that ood_data's config file names (its `data:` section; the same image shape)
-             are the anomalies.
+             images of the data set that ood_data's config file names (its `data:` section; the same image shape;
+             its validation images where it has no test split) are the anomalies.
 num subsamples that test set (the search's seed, --model.seed, fixes which rows). The scores' fit sees the data
 module's validation split without the anomaly classes, never a test image or an anomaly. The default score is fixed
 before scoring (default_score, else DEFAULT_SCORE, or FALLBACK_SCORE for data that are not images), never chosen on
@@ -211,7 +211,7 @@ def protocol_test_set(dm, anomaly_classes, ood_data: Optional[str], num: Optiona
     shapes = sorted({tuple(next(iter(images.values())).shape) for images in loaded.values()} - {tuple(data_shape)})
     if shapes:
         raise TaskError(f"the test images are shaped {list(shapes[0])}, the model's data {list(data_shape)}: "
-                        "--ood-data must name a data set of the same image shape (set its image_size / channels in "
+                        "--ood-data must name a data set of the same image shape (set its image_size in "
                         "that config)")
     x = torch.stack([loaded[id(ds)][r] for ds, r, _, _ in rows])
     return {**info, "x": x, "labels": labels, "classes": np.array([r[3] for r in rows], dtype=np.int64)}
@@ -226,14 +226,14 @@ def normal_validation(dm, normal_classes: Optional[Sequence[int]]) -> torch.Tens
 # -- the task -------------------------------------------------------------------------------------------------------
 def metrics(labels: np.ndarray, scores: dict, seconds: dict) -> dict:
     """{name: {auroc, auprc, base_rate, seconds_per_1000}} by sklearn.metrics (a non-finite score counts as the most
-    anomalous: NaN and ±inf are ranked as +inf)."""
+    anomalous: NaN and +inf rank as the largest float, −inf as the smallest)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     base = float(labels.mean())
     out = {}
     for name, s in scores.items():
-        s = np.nan_to_num(np.asarray(s, dtype=np.float64), nan=np.inf, posinf=np.finfo(np.float64).max,
-                          neginf=np.finfo(np.float64).min)
+        top = np.finfo(np.float64).max
+        s = np.nan_to_num(np.asarray(s, dtype=np.float64), nan=top, posinf=top, neginf=np.finfo(np.float64).min)
         out[name] = {"auroc": float(roc_auc_score(labels, s)), "auprc": float(average_precision_score(labels, s)),
                      "base_rate": base, "seconds_per_1000": float(seconds[name])}
     return out
@@ -286,14 +286,18 @@ def run_anomaly(model, dm, out_dir: str, anomaly_classes: Optional[Sequence] = N
 
 
 def headline_score(given: Optional[str], names: Sequence[str], missing: dict) -> str:
-    """The default score, fixed before scoring from the options, the model and the data's shape (never the labels)."""
+    """The default score, fixed before scoring from the options, the model and the data's shape (never the labels):
+    `given`, else DEFAULT_SCORE, else FALLBACK_SCORE (data that are not images), else the first score computed."""
+    computable = [n for n in names if n not in missing]
     if given is None:
-        given = DEFAULT_SCORE if DEFAULT_SCORE not in missing else FALLBACK_SCORE
-        if DEFAULT_SCORE in missing:
-            print(f"note: {missing[DEFAULT_SCORE]}: the default score is {FALLBACK_SCORE}", flush=True)
-    if given in missing or given not in names:
-        raise ConfigError(f"--default-score {given} cannot be computed here ("
-                          f"{missing.get(given, 'not among --scores')}): pass --default-score {FALLBACK_SCORE}")
+        given = next((n for n in (DEFAULT_SCORE, FALLBACK_SCORE) if n in computable), computable[0] if computable
+                     else DEFAULT_SCORE)
+        if given != DEFAULT_SCORE:
+            why = missing.get(DEFAULT_SCORE, f"{DEFAULT_SCORE} is not among --scores")
+            print(f"note: {why}: the default score is {given}", flush=True)
+    if given not in computable:
+        raise ConfigError(f"--default-score {given} cannot be computed here ({missing.get(given, 'not among --scores')})"
+                          f": pass one of {', '.join(computable) or 'the scores --scores names'}")
     return given
 
 
