@@ -163,18 +163,23 @@ def _predict(settings: dict, ckpt: str, trainer_kw: dict, out_dir: str, slug: st
             for key, entry in results.items()}
 
 
+def hyper_parameters(ckpt: str) -> dict:
+    """A checkpoint's hyper-parameters (its ladder, sizes), read as tensors and plain data only."""
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+
+
 def table_searches(config_dir: Path, overrides: list[str], ckpts: dict) -> tuple[list[Search], dict]:
     """The table's searches (before the pixel NCSN at matched wall time, which needs the others' timings), and the
     trainer arguments they run with."""
-    import torch
-
     settings, trainer_kw = search_settings(config_dir, overrides)
     module = {k: v for k, v in settings.items() if k != "samplers"}  # the ladder, counts, seed: module arguments
     samplers = sampler_settings(settings.get("samplers"))
     searched = {n: s for n, s in samplers.items() if n != "none"}
     lang = samplers.get("langevin") or sampler_settings(["langevin"])["langevin"]
     adv, score, pix = ckpts["adversarial"], ckpts["latent_score"], ckpts["pixel_ncsn"]
-    hp = lambda path: torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]  # noqa: E731
+    hp = hyper_parameters
     levels, steps = settings.get("num_levels") or hp(adv)["num_levels"], lang["steps_per_level"]
     # the same relative step α_i/σ_i² = eps0/σ_min² in both spaces, so "the same sampler" means the same thing
     pixel_eps0 = lang["eps0"] * (hp(pix)["sigma_min"] / (settings.get("sigma_min") or hp(adv)["sigma_min"])) ** 2

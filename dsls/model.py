@@ -25,6 +25,7 @@ from dsls.guidance import MEASUREMENT_SCALE, ClassGuidance, Luma, Masking, Measu
 from dsls.interpolation import SIGMA_TOP, ode_path
 from dsls.likelihood import ode_log_prob
 from dsls.loading import latent_parts, load_phase_module, read_classifier, read_phase_2, resolve
+from dsls.nets.autoencoder import same_weights
 from dsls.noise import SigmaLadder
 from dsls.priors import LatentClassifier, LatentPrior
 from dsls.progress import progress
@@ -73,8 +74,7 @@ def paste_back(x: torch.Tensor, observed: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def same_autoencoder(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+    return same_weights(a.state_dict(), b.state_dict())
 
 
 @dataclass

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from dsls.ablation import Search, run_search, search_settings, table_rows
+from dsls.ablation import Search, hyper_parameters, run_search, search_settings, table_rows
+from dsls.noise import LATENT_LADDER
 from dsls.samplers import make_sampler
 
 GRID = {  # each sampler's settings tried, over its defaults (dsls/samplers)
@@ -57,7 +58,8 @@ def tune(config_dir: str, run_dir: str, overrides: list[str] = (), models: dict 
     out_dir = os.path.join(run_dir, "tuning-" + time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir)
     rows, floor = [], None
-    levels = module.get("num_levels") or _trained_levels(run_dir)  # DS-LS's ladder: NCP-VAE's D gets its L·T steps
+    adv = done_checkpoint(run_dir, "adversarial")  # DS-LS's ladder: NCP-VAE's D gets its L·T steps
+    levels = module.get("num_levels") or (hyper_parameters(adv)["num_levels"] if adv else LATENT_LADDER.num_levels)
     for title, phase in models.items():
         ckpt = done_checkpoint(os.path.dirname(os.path.join(run_dir, phase)), os.path.basename(phase))
         if ckpt is None:
@@ -95,19 +97,6 @@ def tune(config_dir: str, run_dir: str, overrides: list[str] = (), models: dict 
     Path(out_dir, "tuning.json").write_text(json.dumps(
         {"config_dir": str(config_dir), "rule": RULE, "floor": floor, "rows": rows, "chosen": chosen}, indent=2))
     return {"out_dir": out_dir, "rows": rows, "floor": floor, "chosen": chosen, "table": table}
-
-
-def _trained_levels(run_dir: str) -> int:
-    """The number of σ levels of the run's DS-LS D (its phase-2 checkpoint's ladder)."""
-    import torch
-
-    from dsls.checkpoints import done_checkpoint
-
-    from dsls.noise import LATENT_LADDER
-
-    ckpt = done_checkpoint(run_dir, "adversarial")
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["num_levels"]) if ckpt \
-        else LATENT_LADDER.num_levels
 
 
 def format_tuning(rows: list[dict], floor: Optional[dict], chosen: list[dict], dataset: str) -> str:

@@ -116,15 +116,14 @@ def reference_dataset(datamodule_hparams: dict, split: str):
     """The real `split` (train | val | test) of the data module a checkpoint was trained with, without random flips,
     and its cache name: data set, split and a hash of the settings that change the images (size, category, ...)."""
     import hashlib
-    import importlib
+
+    from dsls.data.rebuild import build_datamodule
 
     hp = {k: v for k, v in datamodule_hparams.items() if not k.startswith("_")}
     if "random_flip" in hp:
-        hp["random_flip"] = False
-    module_path, cls_name = datamodule_hparams["_class_path"].rsplit(".", 1)
-    dm = getattr(importlib.import_module(module_path), cls_name)(**hp)
-    dm.prepare_data()
-    dm.setup("fit")
+        hp["random_flip"] = False  # as build_datamodule reads it; part of the cache name below
+    cls_name = datamodule_hparams["_class_path"].rsplit(".", 1)[1]
+    dm = build_datamodule(datamodule_hparams)
     ds = getattr(dm, f"{split}_set", None)
     if ds is None:
         raise ValueError(f"{cls_name} has no {split!r} split; set --model.fid_reference_split to train, val or test")

@@ -58,3 +58,9 @@ AE_KEYS = ("data_shape", "latent_dim", "arch", "hidden", "depth", "tanh_output",
 
 def autoencoder_from_hparams(hp: dict) -> Autoencoder:
     return Autoencoder(**{k: hp[k] for k in AE_KEYS if k in hp})
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Whether two state dicts hold the same tensors under the same names (every weight and buffer): the check that a
+    latent classifier or a score network was trained on this autoencoder's codes."""
+    return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)

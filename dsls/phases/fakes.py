@@ -15,6 +15,7 @@ import torch
 
 from dsls.checkpoints import load_phase_checkpoint
 from dsls.errors import ConfigError
+from dsls.nets.autoencoder import same_weights
 from dsls.noise import SigmaLadder
 from dsls.phases.latent_score import latent_score_net
 from dsls.samplers import make_sampler, sample_indices
@@ -44,10 +45,7 @@ def read_fake_checkpoint(path: str) -> tuple[dict, dict, dict]:
 def check_same_autoencoder(fake_autoencoder: dict, autoencoder: torch.nn.Module, fake_ckpt: str,
                            autoencoder_ckpt: Optional[str]) -> None:
     """The fakes are codes of s_θ's autoencoder: it must be the one whose codes D_g sees (every weight and buffer)."""
-    own = autoencoder.state_dict()
-    same = own.keys() == fake_autoencoder.keys() and all(
-        own[k].shape == v.shape and torch.equal(own[k].cpu(), v.cpu()) for k, v in fake_autoencoder.items())
-    if not same:
+    if not same_weights(autoencoder.state_dict(), fake_autoencoder):
         raise ConfigError(f"--model.fake_ckpt={fake_ckpt} was trained on another autoencoder than "
                           f"--model.autoencoder_ckpt={autoencoder_ckpt}: its fakes are codes of another latent space; "
                           "train the latent_score phase on the same phase-1 checkpoint, or pass that checkpoint")

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dsls.anomaly import (DEFAULT_KINDS, DEFAULT_SCORE, check_kinds, compute_scores, fit_anomaly, logit_name,
                           logit_sigmas, score_names, unavailable)
+from dsls.data.rebuild import build_datamodule
 from dsls.errors import ConfigError, TaskError
 
 # AUPRC with one MNIST digit held out (Cui et al. 2023, Table 3): the anchors experiments/anomaly_protocol.py prints
@@ -51,22 +52,6 @@ LOGIT_LEVELS = ("σ_min", "middle σ", "σ_max")  # the logit scores' levels (ds
 
 
 # -- the data -------------------------------------------------------------------------------------------------------
-def build_datamodule(hp: dict, data_dir: Optional[str] = None):
-    """A data module from its settings with `_class_path` (a checkpoint's datamodule_hparams or a config's `data:`
-    section flattened), set up, without random flips; data_dir replaces its folder when given."""
-    hp = dict(hp)
-    module_path, cls_name = hp.pop("_class_path").rsplit(".", 1)
-    init = {k: v for k, v in hp.items() if not k.startswith("_")}
-    if "random_flip" in init:
-        init["random_flip"] = False
-    if data_dir:
-        init["data_dir"] = data_dir
-    dm = getattr(importlib.import_module(module_path), cls_name)(**init)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
 def data_takes(config_dir: str, setting: str, phase: str = "reconstruction") -> bool:
     """Whether the data module of a config folder's phase takes `setting` (e.g. test_fraction: digits do)."""
     path = Path(config_dir, f"{phase}.yaml")
